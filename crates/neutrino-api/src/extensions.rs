@@ -1,0 +1,181 @@
+//! `/v2.0/extensions`: the API extensions this server implements, and nothing else.
+//!
+//! Clients and Tempest decide what to use and test from this list, so an alias may only be
+//! added here together with the behaviour it names.
+
+use axum::extract::Path;
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde_json::{Value, json};
+
+use neutrino_core::{ApiError, ApiResult, Context};
+
+use crate::{ApiState, common};
+
+/// (alias, name, description, updated) of each implemented extension.
+pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "allowed-address-pairs",
+        "Allowed Address Pairs",
+        "Provides allowed address pairs",
+        "2013-07-23T10:00:00-00:00",
+    ),
+    (
+        "binding",
+        "Port Binding",
+        "Expose port bindings of a virtual port to external application",
+        "2014-02-03T10:00:00-00:00",
+    ),
+    (
+        "default-subnetpools",
+        "Default Subnetpools",
+        "Provides ability to mark and use a subnetpool as the default.",
+        "2016-02-18T18:00:00-00:00",
+    ),
+    (
+        "empty-string-filtering",
+        "Empty String Filtering Extension",
+        "Allow filtering by attributes with empty string value",
+        "2018-05-01T10:00:00-00:00",
+    ),
+    (
+        "external-net",
+        "Neutron external network",
+        "Adds external network attribute to network resource.",
+        "2013-01-14T10:00:00-00:00",
+    ),
+    (
+        "extra_dhcp_opt",
+        "Neutron Extra DHCP options",
+        "Extra options configuration for DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, server-ip-address, bootfile-name)",
+        "2013-03-17T12:00:00-00:00",
+    ),
+    (
+        "net-mtu",
+        "Network MTU",
+        "Provides MTU attribute for a network resource.",
+        "2015-03-25T10:00:00-00:00",
+    ),
+    (
+        "net-mtu-writable",
+        "Network MTU (writable)",
+        "Provides a writable MTU attribute for a network resource.",
+        "2017-07-12T00:00:00-00:00",
+    ),
+    (
+        "network-ip-availability",
+        "Network IP Availability",
+        "Provides IP availability data for each network and subnet.",
+        "2015-09-24T00:00:00-00:00",
+    ),
+    (
+        "pagination",
+        "Pagination support",
+        "Extension that indicates that pagination is enabled.",
+        "2016-06-12T00:00:00-00:00",
+    ),
+    (
+        "port-security",
+        "Port Security",
+        "Provides port security",
+        "2012-07-23T10:00:00-00:00",
+    ),
+    (
+        "project-id",
+        "project_id field enabled",
+        "Extension that indicates that project_id field is enabled.",
+        "2016-09-09T09:09:09-09:09",
+    ),
+    (
+        "quota_details",
+        "Quota details management support",
+        "Expose functions for quotas usage statistics per project",
+        "2017-02-10T10:00:00-00:00",
+    ),
+    (
+        "quotas",
+        "Quota management support",
+        "Expose functions for quotas management per project",
+        "2012-07-29T10:00:00-00:00",
+    ),
+    (
+        "revision-if-match",
+        "If-Match constraints based on revision_number",
+        "Extension indicating that If-Match based on revision_number is supported.",
+        "2016-12-11T00:00:00-00:00",
+    ),
+    (
+        "sorting",
+        "Sorting support",
+        "Extension that indicates that sorting is enabled.",
+        "2016-06-12T00:00:00-00:00",
+    ),
+    (
+        "standard-attr-description",
+        "standard-attr-description",
+        "Extension to add descriptions to standard attributes",
+        "2016-02-10T10:00:00-00:00",
+    ),
+    (
+        "standard-attr-revisions",
+        "Resource revision numbers",
+        "This extension will display the revision number of neutron resources.",
+        "2016-04-11T10:00:00-00:00",
+    ),
+    (
+        "standard-attr-tag",
+        "Tag support for resources with standard attribute: network, port, subnet, subnetpool",
+        "Enables to set tag on resources with standard attribute.",
+        "2017-01-01T00:00:00-00:00",
+    ),
+    (
+        "standard-attr-timestamp",
+        "Resource timestamps",
+        "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.",
+        "2016-09-12T10:00:00-00:00",
+    ),
+    (
+        "subnet_allocation",
+        "Subnet Allocation",
+        "Enables allocation of subnets from a subnet pool",
+        "2015-03-30T10:00:00-00:00",
+    ),
+];
+
+/// Routes of this collection.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v2.0/extensions", get(list))
+        .route("/v2.0/extensions/{alias}", get(show))
+}
+
+fn doc(e: &(&str, &str, &str, &str)) -> Value {
+    json!({"alias": e.0, "name": e.1, "description": e.2, "updated": e.3, "links": []})
+}
+
+/// Whether an alias is implemented.
+pub fn enabled(alias: &str) -> bool {
+    EXTENSIONS.iter().any(|e| e.0 == alias)
+}
+
+async fn list(Extension(_ctx): Extension<Context>) -> ApiResult<Response> {
+    Ok(common::ok(
+        "extensions",
+        Value::Array(EXTENSIONS.iter().map(doc).collect()),
+    ))
+}
+
+async fn show(
+    Extension(_ctx): Extension<Context>,
+    Path(alias): Path<String>,
+) -> ApiResult<Response> {
+    match EXTENSIONS.iter().find(|e| e.0 == alias) {
+        Some(e) => Ok(common::ok("extension", doc(e))),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "HTTPNotFound",
+            format!("Extension with alias {alias} does not exist"),
+        )),
+    }
+}

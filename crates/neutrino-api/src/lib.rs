@@ -1,0 +1,174 @@
+//! neutrino-api: the Neutron v2.0 REST API.
+//!
+//! Owns the HTTP surface on the network port: routing, authentication of each request (through
+//! the [`Authenticate`] hook the binary supplies), request ids, attribute validation, policy,
+//! and the resource services (networks, subnets, subnet pools, ports, quotas, tags, IP
+//! availability). Handlers parse at the edge, call a service, and map the result; every write
+//! is one store transaction. This crate must never talk to hosts or agents directly: it commits
+//! intent and the change log carries it onward.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use neutrino_core::config::Config;
+use neutrino_core::{ApiError, Context, Db};
+
+pub mod attrs;
+pub mod common;
+pub mod extensions;
+pub mod ip_availability;
+pub mod ipam;
+pub mod networks;
+pub mod policy;
+pub mod ports;
+pub mod quotas;
+pub mod subnetpools;
+pub mod subnets;
+pub mod tags;
+
+/// Future returned by the authentication hook.
+pub type AuthFuture = Pin<Box<dyn Future<Output = Result<Context, ApiError>> + Send>>;
+
+/// Validates a token (embedded identity or external Keystone) into a [`Context`].
+pub type Authenticate = Arc<dyn Fn(String) -> AuthFuture + Send + Sync>;
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The store.
+    pub db: Db,
+    /// Server configuration.
+    pub cfg: Arc<Config>,
+    /// Policy rules.
+    pub policy: Arc<policy::Policy>,
+    /// Token validation.
+    pub auth: Authenticate,
+    /// Per-subnet allocation hints (an optimisation; correctness comes from constraints).
+    pub ipam_hints: Arc<ipam::Hints>,
+}
+
+impl ApiState {
+    /// Builds the state.
+    pub fn new(db: Db, cfg: Config, policy: policy::Policy, auth: Authenticate) -> Self {
+        ApiState {
+            db,
+            cfg: Arc::new(cfg),
+            policy: Arc::new(policy),
+            auth,
+            ipam_hints: Arc::new(ipam::Hints::default()),
+        }
+    }
+}
+
+/// The complete router for the network API port.
+pub fn router(state: ApiState) -> Router {
+    let v2 = Router::new()
+        .merge(extensions::routes())
+        .merge(networks::routes())
+        .merge(subnets::routes())
+        .merge(subnetpools::routes())
+        .merge(ports::routes())
+        .merge(quotas::routes())
+        .merge(tags::routes())
+        .merge(ip_availability::routes())
+        .route("/v2.0", get(v2_index))
+        .route("/v2.0/", get(v2_index))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .with_state(state);
+    Router::new()
+        .route("/", get(versions))
+        .merge(v2)
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// `GET /`: the version document (no authentication, as Neutron).
+async fn versions(req: Request) -> Response {
+    let base = common::base_url(req.headers());
+    axum::Json(serde_json::json!({"versions": [{
+        "id": "v2.0",
+        "status": "CURRENT",
+        "links": [{"href": format!("{base}/v2.0/"), "rel": "self"}],
+    }]}))
+    .into_response()
+}
+
+/// `GET /v2.0`: the resource index.
+async fn v2_index(req: Request) -> Response {
+    let base = common::base_url(req.headers());
+    let resources: Vec<_> = [
+        ("network", "networks"),
+        ("subnet", "subnets"),
+        ("subnetpool", "subnetpools"),
+        ("port", "ports"),
+    ]
+    .iter()
+    .map(|(name, coll)| {
+        serde_json::json!({"name": name, "collection": coll,
+            "links": [{"href": format!("{base}/v2.0/{coll}"), "rel": "self"}]})
+    })
+    .collect();
+    axum::Json(serde_json::json!({"resources": resources})).into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "HTTPNotFound",
+        "The resource could not be found.",
+    )
+}
+
+/// Adds `X-Openstack-Request-Id: req-<uuid>` to every response and a tracing span per request.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let _enter = span.enter();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    drop(_enter);
+    let started = std::time::Instant::now();
+    let mut resp = next.run(req).await;
+    tracing::debug!(request_id = %id, %method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-openstack-request-id", v);
+    }
+    resp
+}
+
+/// The request id, available to handlers as an extension.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Resolves `X-Auth-Token` into a [`Context`] extension, or answers 401.
+async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Some(token) = token else {
+        return ApiError::unauthorized().into_response();
+    };
+    match (state.auth)(token).await {
+        Ok(mut ctx) => {
+            if let Some(RequestId(id)) = req.extensions().get::<RequestId>() {
+                ctx.request_id = id.clone();
+            }
+            req.extensions_mut().insert(ctx);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

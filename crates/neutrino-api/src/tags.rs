@@ -1,0 +1,245 @@
+//! `/v2.0/{collection}/{id}/tags[/{tag}]`: the tag API (standard-attr-tag) for every taggable
+//! collection.
+//!
+//! Tags live in the resource document (`tags`), so every change bumps the resource's revision
+//! and is logged like any other update. Reads need visibility of the resource; writes need
+//! ownership (or admin), as Neutron's tag policies inherit the parent's update rule.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde_json::{Value, json};
+
+use neutrino_core::db::{self, Kind, Obj};
+use neutrino_core::{ApiError, ApiResult, Context};
+
+use crate::{ApiState, common, networks, ports, subnetpools, subnets};
+
+const MAX_TAGS: usize = 50;
+
+/// Routes of the tag API.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/v2.0/{collection}/{id}/tags",
+            get(list).put(replace).delete(clear),
+        )
+        .route(
+            "/v2.0/{collection}/{id}/tags/{tag}",
+            get(check).put(add).delete(remove_one),
+        )
+}
+
+struct Taggable {
+    kind: &'static Kind,
+    title: &'static str,
+}
+
+fn lookup(collection: &str) -> ApiResult<Taggable> {
+    let (kind, title) = match collection {
+        "networks" => (&networks::KIND, "Network"),
+        "subnets" => (&subnets::KIND, "Subnet"),
+        "subnetpools" => (&subnetpools::KIND, "Subnetpool"),
+        "ports" => (&ports::KIND, "Port"),
+        _ => return Err(common::hidden_not_found()),
+    };
+    Ok(Taggable { kind, title })
+}
+
+fn owner_or_admin(ctx: &Context, obj: &Obj) -> bool {
+    ctx.is_admin()
+        || obj
+            .get("project_id")
+            .and_then(Value::as_str)
+            .is_some_and(|p| ctx.owns(p))
+}
+
+fn readable(ctx: &Context, collection: &str, obj: &Obj) -> bool {
+    owner_or_admin(ctx, obj)
+        || (collection == "networks" && networks::visible(ctx, obj))
+        || (collection == "subnetpools" && obj.get("shared") == Some(&Value::Bool(true)))
+}
+
+fn tags_of(obj: &Obj) -> Vec<String> {
+    obj.get("tags")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn validate_tag(t: &str) -> ApiResult<()> {
+    if t.is_empty() || t.chars().count() > 255 {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for tags. Reason: '{t}' is not a valid tag."
+        )));
+    }
+    Ok(())
+}
+
+async fn load(
+    st: &ApiState,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+) -> ApiResult<(Taggable, Obj)> {
+    let t = lookup(collection)?;
+    match db::get(st.db.reader(), t.kind, id).await? {
+        Some(o) if readable(ctx, collection, &o) => Ok((t, o)),
+        _ => Err(ApiError::not_found(t.title, id)),
+    }
+}
+
+async fn list(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path((collection, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (_, obj) = load(&st, &ctx, &collection, &id).await?;
+    Ok(common::ok("tags", json!(tags_of(&obj))))
+}
+
+async fn check(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path((collection, id, tag)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let (_, obj) = load(&st, &ctx, &collection, &id).await?;
+    if tags_of(&obj).contains(&tag) {
+        Ok(common::no_content())
+    } else {
+        Err(tag_not_found(&collection, &id, &tag))
+    }
+}
+
+fn tag_not_found(collection: &str, id: &str, tag: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "TagNotFound",
+        format!("Tag {tag} could not be found for {collection} {id}."),
+    )
+}
+
+/// Applies `f` to the resource's tag list inside a write transaction.
+async fn mutate(
+    st: &ApiState,
+    ctx: &Context,
+    collection: &str,
+    id: &str,
+    f: impl FnOnce(&mut Vec<String>) -> ApiResult<()>,
+) -> ApiResult<Vec<String>> {
+    let t = lookup(collection)?;
+    let mut tx = st.db.begin().await?;
+    let mut obj = match db::get_for_update(&mut tx, &st.db, t.kind, id).await? {
+        Some(o) if readable(ctx, collection, &o) => o,
+        _ => return Err(ApiError::not_found(t.title, id)),
+    };
+    if !owner_or_admin(ctx, &obj) {
+        return Err(ApiError::forbidden(&format!(
+            "rule:update_{}_tags",
+            t.kind.resource
+        )));
+    }
+    let mut tags = tags_of(&obj);
+    let before = tags.clone();
+    f(&mut tags)?;
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::bad_request(format!(
+            "The number of tags exceed the per-resource limit of {MAX_TAGS}"
+        )));
+    }
+    if tags != before {
+        obj.insert("tags".into(), json!(tags));
+        db::save(&mut tx, t.kind, &mut obj).await?;
+    }
+    st.db.commit(tx).await?;
+    Ok(tags)
+}
+
+async fn replace(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path((collection, id)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let v = common::parse_json(&body)?;
+    let Some(Value::Array(list)) = v.get("tags") else {
+        return Err(ApiError::bad_request(
+            "Invalid input for tags. Reason: a list of tags is required.",
+        ));
+    };
+    let mut new = Vec::new();
+    for t in list {
+        let Some(s) = t.as_str() else {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for tags. Reason: '{t}' is not a valid tag."
+            )));
+        };
+        validate_tag(s)?;
+        if !new.iter().any(|x: &String| x == s) {
+            new.push(s.to_string());
+        }
+    }
+    let tags = mutate(&st, &ctx, &collection, &id, |tags| {
+        *tags = new;
+        Ok(())
+    })
+    .await?;
+    Ok(common::ok("tags", json!(tags)))
+}
+
+async fn add(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path((collection, id, tag)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    validate_tag(&tag)?;
+    mutate(&st, &ctx, &collection, &id, |tags| {
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(axum::response::IntoResponse::into_response(
+        axum::http::StatusCode::CREATED,
+    ))
+}
+
+async fn clear(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path((collection, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    mutate(&st, &ctx, &collection, &id, |tags| {
+        tags.clear();
+        Ok(())
+    })
+    .await?;
+    Ok(common::no_content())
+}
+
+async fn remove_one(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path((collection, id, tag)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let (c, i, t) = (collection.clone(), id.clone(), tag.clone());
+    mutate(&st, &ctx, &collection, &id, move |tags| {
+        match tags.iter().position(|x| *x == tag) {
+            Some(p) => {
+                tags.remove(p);
+                Ok(())
+            }
+            None => Err(tag_not_found(&c, &i, &t)),
+        }
+    })
+    .await?;
+    Ok(common::no_content())
+}

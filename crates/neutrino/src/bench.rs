@@ -1,0 +1,287 @@
+//! `neutrino bench`: throughput and latency figures for the network API, measured end to end
+//! over HTTP (token validation, policy, store) against an in-process server.
+//!
+//! Runs on a fresh temporary SQLite file, or on a fresh PostgreSQL database created next to
+//! `--database` and dropped afterwards. It prints figures; it never asserts on them (machines
+//! are noisy), and it only ever talks to 127.0.0.1.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use neutrino_api::ApiState;
+use neutrino_core::Db;
+use neutrino_core::config::Config;
+use neutrino_identity::{Identity, IdentityConfig, TokenValidator};
+use serde_json::{Value, json};
+
+/// Options of `neutrino bench`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// `sqlite` (temporary file) or a PostgreSQL URL of a maintenance database, e.g.
+    /// postgresql://postgres@127.0.0.1:5432/postgres (a scratch database is created).
+    #[arg(long, default_value = "sqlite")]
+    database: String,
+    /// Ports to create.
+    #[arg(long, default_value_t = 10_000)]
+    ports: usize,
+    /// Concurrent clients creating ports.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+struct Scratch {
+    url: String,
+    drop: Option<(String, String)>,
+    dir: Option<std::path::PathBuf>,
+}
+
+async fn scratch(database: &str) -> Result<Scratch> {
+    if database == "sqlite" {
+        let dir = std::env::temp_dir().join(format!("neutrino-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        return Ok(Scratch {
+            url: format!("sqlite://{}/bench.sqlite", dir.display()),
+            drop: None,
+            dir: Some(dir),
+        });
+    }
+    if !database.starts_with("postgres") {
+        bail!("--database must be 'sqlite' or a postgresql:// URL");
+    }
+    let name = format!("neutrino_bench_{}", std::process::id());
+    let admin = Db::connect(database).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(admin.reader())
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(admin.reader())
+        .await?;
+    admin.close().await;
+    let base = database
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(database);
+    Ok(Scratch {
+        url: format!("{base}/{name}"),
+        drop: Some((database.to_string(), name)),
+        dir: None,
+    })
+}
+
+impl Scratch {
+    async fn cleanup(self) {
+        if let Some((base, name)) = self.drop {
+            if let Ok(admin) = Db::connect(&base).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(admin.reader())
+                    .await;
+                admin.close().await;
+            }
+        }
+        if let Some(d) = self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark and prints its figures.
+pub(crate) async fn run(args: BenchArgs) -> Result<()> {
+    let s = scratch(&args.database).await?;
+    let res = bench(&s.url, &args).await;
+    s.cleanup().await;
+    res
+}
+
+async fn bench(url: &str, args: &BenchArgs) -> Result<()> {
+    let db = Db::connect(url).await?;
+    db.migrate().await?;
+    let id_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let id_addr = id_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+    let identity = Identity::new(
+        db.clone(),
+        IdentityConfig {
+            token_expiration_secs: 3600,
+            identity_url: format!("http://{id_addr}"),
+            network_url: format!("http://{api_addr}"),
+            region: "RegionOne".into(),
+        },
+    );
+    identity.bootstrap("bench-password").await?;
+    let id_app = identity.router();
+    tokio::spawn(async move { axum::serve(id_listener, id_app).await });
+    let mut cfg = Config::default();
+    cfg.quotas.insert("port".into(), -1);
+    let policy = neutrino_api::policy::Policy::defaults();
+    let validator = TokenValidator::Local(identity);
+    let auth: neutrino_api::Authenticate = Arc::new(move |t: String| -> neutrino_api::AuthFuture {
+        let v = validator.clone();
+        Box::pin(async move { v.validate(&t).await })
+    });
+    let app = neutrino_api::router(ApiState::new(db.clone(), cfg, policy, auth));
+    tokio::spawn(async move { axum::serve(api_listener, app).await });
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .build()?;
+    let resp = client
+        .post(format!("http://{id_addr}/v3/auth/tokens"))
+        .json(
+            &json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": "admin", "domain": {"name": "Default"}, "password": "bench-password"}}},
+            "scope": {"project": {"name": "admin", "domain": {"name": "Default"}}}}}),
+        )
+        .send()
+        .await?;
+    let token = resp
+        .headers()
+        .get("x-subject-token")
+        .context("no token issued")?
+        .to_str()?
+        .to_string();
+    let api = format!("http://{api_addr}/v2.0");
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{api}{path}"))
+            .header("x-auth-token", &token)
+            .json(&body)
+            .send()
+    };
+    let net: Value = post("/networks", json!({"network": {"name": "bench"}}))
+        .await?
+        .json()
+        .await?;
+    let net_id = net["network"]["id"]
+        .as_str()
+        .context("network id")?
+        .to_string();
+    let r = post(
+        "/subnets",
+        json!({"subnet": {"network_id": net_id, "cidr": "10.128.0.0/16", "ip_version": 4}}),
+    )
+    .await?;
+    if r.status() != 201 {
+        bail!("subnet create failed: {}", r.text().await?);
+    }
+
+    println_figure(&format!(
+        "store: {}   ports: {}   concurrency: {}",
+        if url.starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgresql"
+        },
+        args.ports,
+        args.concurrency
+    ));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let window = (args.ports / 5).max(1);
+    let marks = Arc::new(tokio::sync::Mutex::new(Vec::<(usize, Instant)>::new()));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, token, api, net_id, next, marks) = (
+            client.clone(),
+            token.clone(),
+            api.clone(),
+            net_id.clone(),
+            next.clone(),
+            marks.clone(),
+        );
+        let total = args.ports;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                let r = client
+                    .post(format!("{api}/ports"))
+                    .header("x-auth-token", &token)
+                    .json(&json!({"port": {"network_id": net_id, "name": format!("p{i}")}}))
+                    .send()
+                    .await?;
+                if r.status() != 201 {
+                    bail!("port create failed: {} {}", r.status(), r.text().await?);
+                }
+                lat.push(t.elapsed());
+                if (i + 1) % window == 0 {
+                    marks.lock().await.push((i + 1, Instant::now()));
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let total = start.elapsed();
+    lat.sort();
+    println_figure(&format!(
+        "port create: {:.0}/s overall ({} in {:.2}s); latency p50 {:.2} ms, p99 {:.2} ms",
+        args.ports as f64 / total.as_secs_f64(),
+        args.ports,
+        total.as_secs_f64(),
+        pct(&lat, 0.5).as_secs_f64() * 1e3,
+        pct(&lat, 0.99).as_secs_f64() * 1e3
+    ));
+    let mut marks = marks.lock().await.clone();
+    marks.sort();
+    let mut prev = (0usize, start);
+    for (n, at) in marks {
+        let rate = (n - prev.0) as f64 / at.duration_since(prev.1).as_secs_f64();
+        println_figure(&format!("  ports {:>6}..{:<6} {:>8.0}/s", prev.0, n, rate));
+        prev = (n, at);
+    }
+
+    let get = |path: String| client.get(path).header("x-auth-token", &token).send();
+    let mut list_lat = Vec::new();
+    let mut count = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let v: Value = get(format!("{api}/ports")).await?.json().await?;
+        list_lat.push(t.elapsed());
+        count = v["ports"].as_array().map(Vec::len).unwrap_or(0);
+    }
+    list_lat.sort();
+    println_figure(&format!(
+        "list {count} ports: p50 {:.1} ms, min {:.1} ms",
+        pct(&list_lat, 0.5).as_secs_f64() * 1e3,
+        list_lat[0].as_secs_f64() * 1e3
+    ));
+    let v: Value = get(format!("{api}/ports?limit=1")).await?.json().await?;
+    let one = v["ports"][0]["id"].as_str().context("a port")?.to_string();
+    let mut get_lat = Vec::new();
+    for _ in 0..500 {
+        let t = Instant::now();
+        let r = get(format!("{api}/ports/{one}")).await?;
+        r.bytes().await?;
+        get_lat.push(t.elapsed());
+    }
+    get_lat.sort();
+    println_figure(&format!(
+        "GET one port: p50 {:.3} ms, p99 {:.3} ms",
+        pct(&get_lat, 0.5).as_secs_f64() * 1e3,
+        pct(&get_lat, 0.99).as_secs_f64() * 1e3
+    ));
+    db.close().await;
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn println_figure(s: &str) {
+    println!("{s}");
+}

@@ -1,0 +1,357 @@
+//! The `neutrino` binary: subcommands `server`, `all-in-one`, `db upgrade`, `bench`.
+//!
+//! Owns process start-up only: reading configuration files, opening and migrating the store,
+//! wiring identity (embedded Keystone or an external one) into the network API, binding the
+//! listeners, and shutting down on SIGINT/SIGTERM. Behaviour lives in the library crates;
+//! this file must never implement API semantics.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use neutrino_api::{ApiState, AuthFuture, Authenticate};
+use neutrino_core::Db;
+use neutrino_core::config::{Config, Ini};
+use neutrino_identity::{Identity, IdentityConfig, RemoteKeystone, TokenValidator};
+
+mod bench;
+
+/// OpenStack Networking (Neutron), rebuilt in Rust.
+#[derive(Parser, Debug)]
+#[command(name = "neutrino", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the API server (Neutron v2.0 API, and the embedded identity service unless
+    /// [keystone_authtoken] points at an external Keystone).
+    Server {
+        /// INI configuration file (repeatable; later files override earlier ones).
+        #[arg(long = "config-file")]
+        config_file: Vec<PathBuf>,
+    },
+    /// Run everything on this host with SQLite in a state directory: identity, API.
+    AllInOne(AllInOne),
+    /// Database schema management.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+    /// Measure port-create throughput and list latency against an in-process server.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct AllInOne {
+    /// Directory for the database, generated credentials and clouds.yaml.
+    #[arg(long, default_value = "neutrino-state")]
+    state_dir: PathBuf,
+    /// INI configuration file (repeatable), same options as `server`.
+    #[arg(long = "config-file")]
+    config_file: Vec<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_host: String,
+    /// Identity (Keystone v3) port.
+    #[arg(long)]
+    identity_port: Option<u16>,
+    /// Network API port.
+    #[arg(long)]
+    api_port: Option<u16>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCmd {
+    /// Apply all pending migrations (forward only).
+    Upgrade {
+        /// INI configuration file (repeatable).
+        #[arg(long = "config-file")]
+        config_file: Vec<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let workers = match &cli.cmd {
+        Cmd::Server { config_file } => Config::load(config_file)?.api_workers,
+        _ => 0,
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if workers > 0 {
+        rt.worker_threads(workers);
+    }
+    let rt = rt.build().context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Server { config_file } => server(Config::load(&config_file)?).await,
+            Cmd::AllInOne(a) => all_in_one(a).await,
+            Cmd::Db {
+                cmd: DbCmd::Upgrade { config_file },
+            } => {
+                let cfg = Config::load(&config_file)?;
+                let url = cfg
+                    .database_connection
+                    .clone()
+                    .context("[database] connection is not set")?;
+                let db = Db::connect(&url).await?;
+                db.migrate().await?;
+                tracing::info!("database is at the latest schema");
+                Ok(())
+            }
+            Cmd::Bench(args) => bench::run(args).await,
+        }
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEUTRINO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Options of this binary in the `[neutrino]` section (not Neutron's).
+const OWN_OPTIONS: &[(&str, &str)] = &[
+    ("neutrino", "admin_password"),
+    ("neutrino", "identity_port"),
+    ("neutrino", "identity_bind_host"),
+    ("neutrino", "token_expiration"),
+    ("neutrino", "public_endpoint"),
+    ("neutrino", "region"),
+];
+
+fn identity_config(cfg: &Config, host: &str, identity_port: u16) -> Result<IdentityConfig> {
+    let public_host = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+    let network_url = cfg
+        .ini
+        .opt_string("neutrino", "public_endpoint")
+        .unwrap_or_else(|| format!("http://{public_host}:{}", cfg.bind_port));
+    Ok(IdentityConfig {
+        token_expiration_secs: cfg.ini.int("neutrino", "token_expiration", 3600)?,
+        identity_url: format!("http://{public_host}:{identity_port}"),
+        network_url,
+        region: cfg.ini.string("neutrino", "region", "RegionOne"),
+    })
+}
+
+fn auth_hook(validator: TokenValidator) -> Authenticate {
+    Arc::new(move |token: String| -> AuthFuture {
+        let v = validator.clone();
+        Box::pin(async move { v.validate(&token).await })
+    })
+}
+
+async fn open_store(url: &str) -> Result<Db> {
+    let db = Db::connect(url).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+struct Running {
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+}
+
+async fn bind(host: &str, port: u16, what: &str) -> Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = format!("{host}:{port}")
+        .parse()
+        .with_context(|| format!("invalid {what} address {host}:{port}"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+impl Running {
+    async fn wait(self) -> Result<()> {
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(())
+    }
+}
+
+/// Starts the network API and (unless an external Keystone is configured) the identity API.
+async fn start(
+    cfg: Config,
+    db: Db,
+    identity_port: u16,
+    admin_password: Option<&str>,
+) -> Result<Running> {
+    cfg.log_unknown(OWN_OPTIONS);
+    let policy = neutrino_api::policy::Policy::load(cfg.policy_file.as_deref().map(Path::new))?;
+    let host = cfg.bind_host.clone();
+    let mut tasks = Vec::new();
+    let validator = match &cfg.keystone_authtoken {
+        Some(ks) => {
+            tracing::info!(auth_url = %ks.auth_url, "validating tokens against an external Keystone");
+            TokenValidator::Remote(RemoteKeystone::new(ks.clone()))
+        }
+        None => {
+            let idcfg = identity_config(&cfg, &host, identity_port)?;
+            let identity = Identity::new(db.clone(), idcfg);
+            if let Some(pw) = admin_password {
+                identity.bootstrap(pw).await?;
+            }
+            let id_host = cfg.ini.string("neutrino", "identity_bind_host", &host);
+            let listener = bind(&id_host, identity_port, "identity API").await?;
+            tracing::info!(addr = %listener.local_addr()?, "identity (Keystone v3) listening");
+            tasks.push(serve(listener, identity.router()));
+            TokenValidator::Local(identity)
+        }
+    };
+    let port = cfg.bind_port;
+    let state = ApiState::new(db, cfg, policy, auth_hook(validator));
+    let listener = bind(&host, port, "network API").await?;
+    tracing::info!(addr = %listener.local_addr()?, "network API (Neutron v2.0) listening");
+    tasks.push(serve(listener, neutrino_api::router(state)));
+    Ok(Running { tasks })
+}
+
+async fn server(cfg: Config) -> Result<()> {
+    let url = cfg
+        .database_connection
+        .clone()
+        .context("[database] connection is not set (sqlite://PATH or postgresql://...)")?;
+    let db = open_store(&url).await?;
+    let identity_port = u16::try_from(cfg.ini.int("neutrino", "identity_port", 5000)?)
+        .context("[neutrino] identity_port is not a TCP port")?;
+    let admin_password = cfg.ini.opt_string("neutrino", "admin_password");
+    start(cfg, db, identity_port, admin_password.as_deref())
+        .await?
+        .wait()
+        .await
+}
+
+fn random_password() -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..24)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn clouds_yaml(auth_url: &str, password: &str, region: &str) -> String {
+    format!(
+        "# Written by `neutrino all-in-one`.\n\
+         clouds:\n  neutrino:\n    auth:\n      auth_url: {auth_url}\n      username: admin\n      password: {password}\n      project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    identity_api_version: 3\n    interface: public\n"
+    )
+}
+
+async fn all_in_one(a: AllInOne) -> Result<()> {
+    std::fs::create_dir_all(&a.state_dir)
+        .with_context(|| format!("creating state directory {}", a.state_dir.display()))?;
+    let dir = std::fs::canonicalize(&a.state_dir)?;
+    let mut ini = Ini::load(&a.config_file)?;
+    if ini.get("database", "connection").is_none() {
+        ini.set(
+            "database",
+            "connection",
+            &format!("sqlite://{}", dir.join("neutrino.sqlite").display()),
+        );
+    }
+    if ini.get("DEFAULT", "bind_host").is_none() {
+        ini.set("DEFAULT", "bind_host", &a.bind_host);
+    }
+    if let Some(p) = a.api_port {
+        ini.set("DEFAULT", "bind_port", &p.to_string());
+    }
+    if let Some(p) = a.identity_port {
+        ini.set("neutrino", "identity_port", &p.to_string());
+    }
+    let cfg = Config::from_ini(ini)?;
+    if cfg.keystone_authtoken.is_some() {
+        bail!("all-in-one runs its own identity service; remove [keystone_authtoken]");
+    }
+    let identity_port = u16::try_from(cfg.ini.int("neutrino", "identity_port", 5000)?)
+        .context("[neutrino] identity_port is not a TCP port")?;
+    let pw_file = dir.join("admin-password");
+    let password = match std::fs::read_to_string(&pw_file) {
+        Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
+        _ => {
+            let p = random_password();
+            write_private(&pw_file, &format!("{p}\n"))?;
+            p
+        }
+    };
+    let url = cfg.database_connection.clone().context("no database")?;
+    let db = open_store(&url).await?;
+    let host = cfg.bind_host.clone();
+    let public_host = if host == "0.0.0.0" {
+        "127.0.0.1".to_string()
+    } else {
+        host.clone()
+    };
+    let auth_url = format!("http://{public_host}:{identity_port}/v3");
+    let region = cfg.ini.string("neutrino", "region", "RegionOne");
+    let api_port = cfg.bind_port;
+    let running = start(cfg, db, identity_port, Some(&password)).await?;
+    let clouds = dir.join("clouds.yaml");
+    write_private(&clouds, &clouds_yaml(&auth_url, &password, &region))?;
+    let mut out = std::io::stderr().lock();
+    use std::io::Write;
+    let _ = writeln!(
+        out,
+        "\nneutrino all-in-one is running.\n  identity:    {auth_url}\n  network API: http://{public_host}:{api_port}/v2.0\n  state:       {}\n\nUse it with the openstack client:\n  export OS_CLIENT_CONFIG_FILE={} OS_CLOUD=neutrino\n  openstack network list\n\nAdmin password: {} (also in {})\n",
+        dir.display(),
+        clouds.display(),
+        password,
+        pw_file.display()
+    );
+    drop(out);
+    running.wait().await
+}

@@ -25,6 +25,7 @@ pub mod common;
 pub mod extensions;
 pub mod ip_availability;
 pub mod ipam;
+pub mod ml2;
 pub mod networks;
 pub mod policy;
 pub mod ports;

@@ -124,37 +124,6 @@ pub fn network_target(net: &Obj, obj: &Obj) -> Obj {
     t
 }
 
-fn default_mtu(state: &ApiState, net: &Obj) -> i64 {
-    let base = state.cfg.global_physnet_mtu;
-    match net.get("provider:network_type").and_then(Value::as_str) {
-        Some("vxlan") => base - 50,
-        Some("gre") => base - 42,
-        Some("geneve") => base - 58,
-        _ => base,
-    }
-}
-
-fn validate_provider(obj: &Obj) -> ApiResult<()> {
-    match obj.get("provider:network_type").and_then(Value::as_str) {
-        None => {
-            if obj
-                .get("provider:physical_network")
-                .is_some_and(|v| !v.is_null())
-                || obj
-                    .get("provider:segmentation_id")
-                    .is_some_and(|v| !v.is_null())
-            {
-                return Err(ApiError::invalid_input("network_type required"));
-            }
-            Ok(())
-        }
-        Some("local" | "flat" | "vlan" | "vxlan" | "gre" | "geneve") => Ok(()),
-        Some(t) => Err(ApiError::invalid_input(format!(
-            "network_type value '{t}' not supported"
-        ))),
-    }
-}
-
 /// Renders a stored network for `ctx`: adds computed and standard attributes, hides what
 /// policy hides.
 pub fn render(state: &ApiState, ctx: &Context, net: &Obj, subnets: Vec<Value>) -> Obj {
@@ -203,15 +172,7 @@ async fn create(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         common::enforce_attrs(&st, &ctx, "create_network", &explicit, &obj)?;
-        validate_provider(&obj)?;
         obj.insert("id".into(), Value::String(db::new_id()));
-        if obj.get("mtu").is_none_or(Value::is_null) {
-            let mtu = default_mtu(&st, &obj);
-            obj.insert("mtu".into(), Value::from(mtu));
-        }
-        for p in PROVIDER {
-            obj.entry(p).or_insert(Value::Null);
-        }
         obj.insert("tags".into(), json!([]));
         prepared.push(obj);
     }
@@ -219,6 +180,7 @@ async fn create(
     for obj in &mut prepared {
         let project = obj["project_id"].as_str().unwrap_or_default().to_string();
         common::check_quota(&st, &mut tx, "network", &KIND, &project, 1).await?;
+        crate::ml2::prepare_network(&st, &mut tx, obj).await?;
         db::create(&mut tx, &KIND, obj).await?;
     }
     st.db.commit(tx).await?;
@@ -380,6 +342,7 @@ async fn delete(
     for s in db::list(&mut *tx, &subnets::KIND, Some(("network_id", &id))).await? {
         db::remove(&mut tx, &subnets::KIND, &s).await?;
     }
+    crate::ml2::release_network(&st, &mut tx, &net).await?;
     db::remove(&mut tx, &KIND, &net).await?;
     st.db.commit(tx).await?;
     Ok(common::no_content())

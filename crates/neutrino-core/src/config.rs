@@ -86,13 +86,12 @@ impl Ini {
             }
             // oslo.config allows continuation lines: indented text extends the last value.
             if line.starts_with([' ', '\t']) && last_key.is_some() && !trimmed.starts_with('[') {
-                if let Some(key) = &last_key {
-                    if let Some((v, _)) =
-                        self.sections.get_mut(&section).and_then(|s| s.get_mut(key))
-                    {
-                        v.push('\n');
-                        v.push_str(trimmed);
-                    }
+                if let Some((v, _)) = last_key
+                    .as_ref()
+                    .and_then(|key| self.sections.get_mut(&section)?.get_mut(key))
+                {
+                    v.push('\n');
+                    v.push_str(trimmed);
                 }
                 continue;
             }
@@ -335,8 +334,9 @@ impl Config {
         let bind_port = ini.int("DEFAULT", "bind_port", 9696)?;
         let bind_port = u16::try_from(bind_port)
             .map_err(|_| ini.bad("DEFAULT", "bind_port", "not a TCP port"))?;
-        let keystone_authtoken = match ini.opt_string("keystone_authtoken", "auth_url") {
-            Some(auth_url) => Some(KeystoneAuthtoken {
+        let keystone_authtoken = ini
+            .opt_string("keystone_authtoken", "auth_url")
+            .map(|auth_url| KeystoneAuthtoken {
                 auth_url,
                 username: ini.string("keystone_authtoken", "username", "neutron"),
                 password: ini.string("keystone_authtoken", "password", ""),
@@ -348,9 +348,7 @@ impl Config {
                     "Default",
                 ),
                 www_authenticate_uri: ini.opt_string("keystone_authtoken", "www_authenticate_uri"),
-            }),
-            None => None,
-        };
+            });
         let usize_opt = |key: &str, def: i64| -> Result<usize, ConfigError> {
             let v = ini.int("DEFAULT", key, def)?;
             usize::try_from(v).map_err(|_| ini.bad("DEFAULT", key, "must not be negative"))
@@ -476,5 +474,22 @@ mod tests {
             ini.list("ml2", "type_drivers", &[]),
             ["flat", "vlan", "vxlan"]
         );
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/neutrino.conf");
+        let c = Config::load(&[path]).unwrap();
+        assert_eq!(c.bind_port, 9696);
+        assert_eq!(
+            c.database_connection.as_deref(),
+            Some("sqlite:///var/lib/neutrino/neutrino.sqlite")
+        );
+        assert_eq!(c.ini.get("DEFAULT", "core_plugin"), Some("ml2"));
     }
 }

@@ -188,46 +188,30 @@ impl ListQuery {
                     .position(|i| i.get("id").and_then(Value::as_str) == Some(m.as_str()))
             });
             let limit = self.limit.unwrap_or(usize::MAX);
-            let (page, more_after, more_before): (Vec<Obj>, bool, bool) = if self.page_reverse {
+            let (start, end) = if self.page_reverse {
                 let end = pos.unwrap_or(items.len());
-                let start = end.saturating_sub(limit);
-                let more_before = start > 0;
-                let page = items.drain(start..end).collect();
-                (
-                    page,
-                    end < items.len() + (end - start) || pos.is_some(),
-                    more_before,
-                )
+                (end.saturating_sub(limit), end)
             } else {
-                let start = pos.map(|p| p + 1).unwrap_or(0);
-                let end = start.saturating_add(limit).min(items.len());
-                let more_after = end < items.len();
-                let page = items.drain(start.min(end)..end).collect();
-                (page, more_after, start > 0)
+                let start = pos.map(|p| p + 1).unwrap_or(0).min(items.len());
+                (start, start.saturating_add(limit).min(items.len()))
             };
-            let (next_exists, prev_exists) = if self.page_reverse {
-                (more_after, more_before)
-            } else {
-                (more_after, more_before)
-            };
-            let first = page
-                .first()
-                .and_then(|i| i.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let last = page
-                .last()
-                .and_then(|i| i.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            if next_exists && self.limit.is_some() {
-                if let Some(last) = &last {
-                    links.push(serde_json::json!({"rel": "next", "href": self.link(self_url, last, false)}));
+            let page: Vec<Obj> = items.drain(start..end).collect();
+            if let Some(limit) = self.limit {
+                // Neutron's rule (api_common.py): "next" unless a short forward page,
+                // "previous" unless a short reversed page.
+                let short = page.len() < limit;
+                let id_of = |o: Option<&Obj>| {
+                    o.and_then(|i| i.get("id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                if !short || self.page_reverse {
+                    let href = self.link(self_url, id_of(page.last()).as_deref(), false);
+                    links.push(serde_json::json!({"rel": "next", "href": href}));
                 }
-            }
-            if prev_exists {
-                if let Some(first) = &first {
-                    links.push(serde_json::json!({"rel": "previous", "href": self.link(self_url, first, true)}));
+                if !short || !self.page_reverse {
+                    let href = self.link(self_url, id_of(page.first()).as_deref(), true);
+                    links.push(serde_json::json!({"rel": "previous", "href": href}));
                 }
             }
             items = page;
@@ -244,14 +228,16 @@ impl ListQuery {
         Value::Object(body)
     }
 
-    fn link(&self, self_url: &str, marker: &str, reverse: bool) -> String {
+    fn link(&self, self_url: &str, marker: Option<&str>, reverse: bool) -> String {
         let mut ser = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &self.raw {
             if k != "marker" && k != "page_reverse" {
                 ser.append_pair(k, v);
             }
         }
-        ser.append_pair("marker", marker);
+        if let Some(marker) = marker {
+            ser.append_pair("marker", marker);
+        }
         if reverse {
             ser.append_pair("page_reverse", "True");
         }
@@ -371,6 +357,7 @@ mod tests {
         let body = q.respond(items(), "networks", "http://h/v2.0/networks");
         let page = body["networks"].as_array().unwrap();
         assert_eq!(page, &vec![json!({"id": "id4"}), json!({"id": "id3"})]);
+        assert_eq!(body["networks_links"].as_array().unwrap().len(), 2);
         let next = body["networks_links"][0]["href"].as_str().unwrap();
         assert!(next.contains("marker=id3"), "{next}");
         let q2 = ListQuery::parse(Some(next.split_once('?').unwrap().1)).unwrap();

@@ -280,10 +280,11 @@ async fn list_domains(State(idn): State<Identity>, caller: Caller, q: Params) ->
 }
 
 async fn get_domain(State(idn): State<Identity>, caller: Caller, Path(id): Path<String>) -> Res {
+    // Existence first, then policy, as Keystone builds the policy target from the entity.
+    let d = domain_or_404(&idn, &id).await?;
     if !caller.info.is_admin() && caller.info.acting_domain() != id {
         return Err(IdentityError::forbidden("get_domain"));
     }
-    let d = domain_or_404(&idn, &id).await?;
     Ok(ok(json!({"domain": render_domain(&idn, &d)})))
 }
 
@@ -378,12 +379,12 @@ async fn list_projects(State(idn): State<Identity>, caller: Caller, q: Params) -
 }
 
 async fn get_project(State(idn): State<Identity>, caller: Caller, Path(id): Path<String>) -> Res {
+    let p = project_or_404(&idn, &id).await?;
     let own =
         matches!(&caller.info.scope, crate::token::Scope::Project { id: pid, .. } if *pid == id);
     if !own && !caller.info.is_admin() {
         return Err(IdentityError::forbidden("get_project"));
     }
-    let p = project_or_404(&idn, &id).await?;
     Ok(ok(json!({"project": render_project(&idn, &p)})))
 }
 
@@ -496,10 +497,10 @@ async fn list_users(State(idn): State<Identity>, caller: Caller, q: Params) -> R
 }
 
 async fn get_user(State(idn): State<Identity>, caller: Caller, Path(id): Path<String>) -> Res {
+    let u = user_or_404(&idn, &id).await?;
     if caller.info.user_id != id {
         caller.require_admin("get_user")?;
     }
-    let u = user_or_404(&idn, &id).await?;
     Ok(ok(json!({"user": render_user(&idn, &u)})))
 }
 

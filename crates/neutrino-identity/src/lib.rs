@@ -13,6 +13,8 @@
 //! token hashes only), never build a context from anything but a validated token, and never
 //! panic on client input.
 
+#![warn(missing_docs)]
+
 mod admin;
 mod api;
 mod catalog;

@@ -1,0 +1,1 @@
+-- security_groups: schema placeholder, owned by the engineer implementing it (fill before first release)

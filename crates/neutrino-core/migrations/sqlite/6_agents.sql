@@ -1,0 +1,1 @@
+-- agents: schema placeholder, owned by the engineer implementing it (fill before first release)

@@ -52,6 +52,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2013-03-17T12:00:00-00:00",
     ),
     (
+        "multi-provider",
+        "Multi Provider Network",
+        "Expose mapping of virtual networks to multiple physical networks",
+        "2013-06-27T10:00:00-00:00",
+    ),
+    (
         "net-mtu",
         "Network MTU",
         "Provides MTU attribute for a network resource.",
@@ -88,6 +94,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2016-09-09T09:09:09-09:09",
     ),
     (
+        "provider",
+        "Provider Network",
+        "Expose mapping of virtual networks to physical networks",
+        "2012-09-07T10:00:00-00:00",
+    ),
+    (
         "quota_details",
         "Quota details management support",
         "Expose functions for quotas usage statistics per project",
@@ -104,6 +116,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "If-Match constraints based on revision_number",
         "Extension indicating that If-Match based on revision_number is supported.",
         "2016-12-11T00:00:00-00:00",
+    ),
+    (
+        "segment",
+        "Segment",
+        "Segments extension.",
+        "2016-02-24T17:00:00-00:00",
     ),
     (
         "sorting",

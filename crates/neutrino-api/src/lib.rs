@@ -30,6 +30,7 @@ pub mod networks;
 pub mod policy;
 pub mod ports;
 pub mod quotas;
+pub mod segments;
 pub mod subnetpools;
 pub mod subnets;
 pub mod tags;
@@ -53,17 +54,47 @@ pub struct ApiState {
     pub auth: Authenticate,
     /// Per-subnet allocation hints (an optimisation; correctness comes from constraints).
     pub ipam_hints: Arc<ipam::Hints>,
+    /// ML2 options (type drivers, ranges, MTU) and the segment allocation cursors.
+    pub ml2: Arc<ml2::Ml2Config>,
 }
 
 impl ApiState {
-    /// Builds the state.
+    /// Builds the state. A malformed `[ml2*]` option is logged and Neutron's ML2 defaults are
+    /// used instead; servers should use [`ApiState::try_new`] (or check
+    /// [`ml2::Ml2Config::from_ini`] first) to refuse to start instead.
     pub fn new(db: Db, cfg: Config, policy: policy::Policy, auth: Authenticate) -> Self {
+        let ml2 = ml2::Ml2Config::from_ini(&cfg.ini).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "invalid ML2 configuration; using ML2 defaults");
+            ml2::Ml2Config::default()
+        });
+        Self::with_ml2(db, cfg, policy, auth, ml2)
+    }
+
+    /// Builds the state, failing on a malformed `[ml2*]` option.
+    pub fn try_new(
+        db: Db,
+        cfg: Config,
+        policy: policy::Policy,
+        auth: Authenticate,
+    ) -> Result<Self, ml2::Ml2ConfigError> {
+        let ml2 = ml2::Ml2Config::from_ini(&cfg.ini)?;
+        Ok(Self::with_ml2(db, cfg, policy, auth, ml2))
+    }
+
+    fn with_ml2(
+        db: Db,
+        cfg: Config,
+        policy: policy::Policy,
+        auth: Authenticate,
+        ml2: ml2::Ml2Config,
+    ) -> Self {
         ApiState {
             db,
             cfg: Arc::new(cfg),
             policy: Arc::new(policy),
             auth,
             ipam_hints: Arc::new(ipam::Hints::default()),
+            ml2: Arc::new(ml2),
         }
     }
 }
@@ -79,6 +110,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(quotas::routes())
         .merge(tags::routes())
         .merge(ip_availability::routes())
+        .merge(segments::routes())
         .route("/v2.0", get(v2_index))
         .route("/v2.0/", get(v2_index))
         .fallback(not_found)

@@ -70,12 +70,6 @@ pub const ATTRS: &[Attr] = &[
     attr("qos_policy_id", true, true, Ty::UuidOrNull, D::None),
 ];
 
-const PROVIDER: [&str; 3] = [
-    "provider:network_type",
-    "provider:physical_network",
-    "provider:segmentation_id",
-];
-
 /// Routes of this collection.
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -247,7 +241,7 @@ async fn update(
     body: Bytes,
 ) -> ApiResult<Response> {
     let expected = common::if_match(&headers)?;
-    let changes =
+    let mut changes =
         attrs::prepare_update(&[STANDARD, ATTRS], common::parse_update(&body, "network")?)?;
     let mut tx = st.db.begin().await?;
     let mut net = match db::get_for_update(&mut tx, &st.db, &KIND, &id).await? {
@@ -257,15 +251,9 @@ async fn update(
     common::check_revision(expected, &net)?;
     common::enforce(&st, &ctx, "update_network", &net)?;
     common::enforce_attrs(&st, &ctx, "update_network", &changes, &net)?;
-    for p in PROVIDER.iter().chain(std::iter::once(&"segments")) {
-        if let Some(v) = changes.get(*p) {
-            if net.get(*p).unwrap_or(&Value::Null) != v {
-                return Err(ApiError::invalid_input(
-                    "Plugin does not support updating provider attributes",
-                ));
-            }
-        }
-    }
+    // Provider attributes, segments and MTU are ML2's: it refuses what Neutron refuses, moves
+    // a VLAN network to another ID, resolves `mtu`, and drops no-op provider keys.
+    crate::ml2::update_network(&st, &mut tx, &net, &mut changes).await?;
     if changes.get("shared") == Some(&Value::Bool(false))
         && net.get("shared") == Some(&Value::Bool(true))
     {
@@ -341,6 +329,9 @@ async fn delete(
     }
     for s in db::list(&mut *tx, &subnets::KIND, Some(("network_id", &id))).await? {
         db::remove(&mut tx, &subnets::KIND, &s).await?;
+        if let Some(sid) = s.get("id").and_then(Value::as_str) {
+            st.ipam_hints.forget(sid);
+        }
     }
     crate::ml2::release_network(&st, &mut tx, &net).await?;
     db::remove(&mut tx, &KIND, &net).await?;

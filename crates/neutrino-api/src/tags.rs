@@ -56,10 +56,35 @@ fn owner_or_admin(ctx: &Context, obj: &Obj) -> bool {
             .is_some_and(|p| ctx.owns(p))
 }
 
-fn readable(ctx: &Context, collection: &str, obj: &Obj) -> bool {
-    owner_or_admin(ctx, obj)
-        || (collection == "networks" && networks::visible(ctx, obj))
-        || (collection == "subnetpools" && obj.get("shared") == Some(&Value::Bool(true)))
+/// Whether the caller may see the resource (and so read its tags).
+async fn readable(
+    st: &ApiState,
+    conn: &mut sqlx::AnyConnection,
+    ctx: &Context,
+    collection: &str,
+    obj: &Obj,
+) -> ApiResult<bool> {
+    if owner_or_admin(ctx, obj) {
+        return Ok(true);
+    }
+    Ok(match collection {
+        "networks" => networks::visible(ctx, obj),
+        "subnetpools" => subnetpools::visible(ctx, obj),
+        "subnets" | "ports" => {
+            let net_id = obj
+                .get("network_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match db::get(&mut *conn, &networks::KIND, net_id).await? {
+                Some(net) if collection == "subnets" => subnets::visible(st, ctx, &net, obj),
+                // Ports are visible to the owner of their network, as Neutron's
+                // admin_or_network_owner rule says.
+                Some(net) => owner_or_admin(ctx, &net),
+                None => false,
+            }
+        }
+        _ => false,
+    })
 }
 
 fn tags_of(obj: &Obj) -> Vec<String> {
@@ -90,8 +115,9 @@ async fn load(
     id: &str,
 ) -> ApiResult<(Taggable, Obj)> {
     let t = lookup(collection)?;
-    match db::get(st.db.reader(), t.kind, id).await? {
-        Some(o) if readable(ctx, collection, &o) => Ok((t, o)),
+    let mut conn = st.db.reader().acquire().await?;
+    match db::get(&mut *conn, t.kind, id).await? {
+        Some(o) if readable(st, &mut conn, ctx, collection, &o).await? => Ok((t, o)),
         _ => Err(ApiError::not_found(t.title, id)),
     }
 }
@@ -137,7 +163,7 @@ async fn mutate(
     let t = lookup(collection)?;
     let mut tx = st.db.begin().await?;
     let mut obj = match db::get_for_update(&mut tx, &st.db, t.kind, id).await? {
-        Some(o) if readable(ctx, collection, &o) => o,
+        Some(o) if readable(st, &mut tx, ctx, collection, &o).await? => o,
         _ => return Err(ApiError::not_found(t.title, id)),
     };
     if !owner_or_admin(ctx, &obj) {

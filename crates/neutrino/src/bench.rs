@@ -71,13 +71,13 @@ async fn scratch(database: &str) -> Result<Scratch> {
 
 impl Scratch {
     async fn cleanup(self) {
-        if let Some((base, name)) = self.drop {
-            if let Ok(admin) = Db::connect(&base).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(admin.reader())
-                    .await;
-                admin.close().await;
-            }
+        if let Some((base, name)) = self.drop
+            && let Ok(admin) = Db::connect(&base).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(admin.reader())
+                .await;
+            admin.close().await;
         }
         if let Some(d) = self.dir {
             let _ = std::fs::remove_dir_all(d);

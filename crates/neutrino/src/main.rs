@@ -219,7 +219,12 @@ async fn start(
     identity_port: u16,
     admin_password: Option<&str>,
 ) -> Result<Running> {
-    cfg.log_unknown(OWN_OPTIONS);
+    let known: Vec<(&str, &str)> = OWN_OPTIONS
+        .iter()
+        .chain(neutrino_api::ml2::KNOWN_OPTIONS)
+        .copied()
+        .collect();
+    cfg.log_unknown(&known);
     let policy = neutrino_api::policy::Policy::load(cfg.policy_file.as_deref().map(Path::new))?;
     let host = cfg.bind_host.clone();
     let mut tasks = Vec::new();
@@ -242,7 +247,7 @@ async fn start(
         }
     };
     let port = cfg.bind_port;
-    let state = ApiState::new(db, cfg, policy, auth_hook(validator));
+    let state = ApiState::try_new(db, cfg, policy, auth_hook(validator))?;
     let listener = bind(&host, port, "network API").await?;
     tracing::info!(addr = %listener.local_addr()?, "network API (Neutron v2.0) listening");
     tasks.push(serve(listener, neutrino_api::router(state)));
@@ -306,6 +311,23 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     }
     if ini.get("DEFAULT", "bind_host").is_none() {
         ini.set("DEFAULT", "bind_host", &a.bind_host);
+    }
+    // A quick start wants self-service networks that work on one Linux host: VXLAN project
+    // networks (the kernel here has no GRE or Geneve), flat/VLAN providers on physnet1.
+    for (sec, key, val) in [
+        ("ml2", "type_drivers", "local,flat,vlan,vxlan"),
+        ("ml2", "tenant_network_types", "vxlan"),
+        ("ml2", "mechanism_drivers", "linuxbridge,l2population"),
+        ("ml2_type_vxlan", "vni_ranges", "1:1000"),
+        ("ml2_type_vlan", "network_vlan_ranges", "physnet1"),
+        ("ml2_type_flat", "flat_networks", "*"),
+    ] {
+        let project_types_set = sec == "ml2"
+            && key == "tenant_network_types"
+            && ini.get("ml2", "project_network_types").is_some();
+        if ini.get(sec, key).is_none() && !project_types_set {
+            ini.set(sec, key, val);
+        }
     }
     if let Some(p) = a.api_port {
         ini.set("DEFAULT", "bind_port", &p.to_string());

@@ -142,13 +142,13 @@ impl TestServer {
     /// Drops the PostgreSQL test database (call at the end of PostgreSQL tests).
     pub async fn cleanup(self) {
         self.db.close().await;
-        if let Some((base, name)) = &self.pg_drop {
-            if let Ok(admin) = Db::connect(base).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(admin.reader())
-                    .await;
-                admin.close().await;
-            }
+        if let Some((base, name)) = &self.pg_drop
+            && let Ok(admin) = Db::connect(base).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(admin.reader())
+                .await;
+            admin.close().await;
         }
     }
 

@@ -82,6 +82,18 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2016-06-12T00:00:00-00:00",
     ),
     (
+        "port-mac-address-regenerate",
+        "Neutron Port MAC address regenerate",
+        "Network port MAC address regenerate",
+        "2018-05-03T10:00:00-00:00",
+    ),
+    (
+        "ip-substring-filtering",
+        "IP address substring filtering",
+        "Provides IP address substring filtering when listing ports",
+        "2017-11-28T09:00:00-00:00",
+    ),
+    (
         "port-security",
         "Port Security",
         "Provides port security",

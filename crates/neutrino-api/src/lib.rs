@@ -21,6 +21,7 @@ use neutrino_core::config::Config;
 use neutrino_core::{ApiError, Context, Db};
 
 pub mod attrs;
+pub mod binding;
 pub mod common;
 pub mod extensions;
 pub mod ip_availability;
@@ -30,6 +31,7 @@ pub mod networks;
 pub mod policy;
 pub mod ports;
 pub mod quotas;
+pub mod security_groups;
 pub mod segments;
 pub mod subnetpools;
 pub mod subnets;

@@ -13,8 +13,9 @@
 //! network) comes from database constraints, never from check-then-insert. This module must
 //! never talk to hosts or agents, and never choose addresses itself: that is [`ipam`]'s job.
 //!
-//! The stored document is the wire form (including `fixed_ips`), so listing needs one query
-//! and no per-port lookups; `ip_allocations` rows exist for the constraints.
+//! The stored document is the wire form (including `fixed_ips`, `tenant_id` and `tags`), so
+//! listing needs one query and no per-port lookups, and an admin's plain listing is served
+//! from the stored text as it is; the `ip_allocations` rows exist for the constraints.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -884,7 +885,9 @@ async fn explicit_reqs(
 }
 
 /// Neutron's `_get_auto_address_ips`: every SLAAC / DHCPv6-stateless subnet gives a
-/// non-router port its EUI-64 address, whether or not fixed_ips were requested.
+/// non-router port its EUI-64 address, whether or not fixed_ips were requested. Neutron does
+/// this even for `fixed_ips: []` (the auto-address scan runs after the explicit list), so an
+/// empty list means "no IPv4 / stateful IPv6 address", not "no address at all".
 fn auto_address_reqs(subnets: &[Obj], owner: &str) -> Vec<IpReq> {
     if is_router_interface_snat(owner) {
         return Vec::new();
@@ -1207,6 +1210,18 @@ async fn create_one(
     obj.insert("binding:vif_details".into(), json!({}));
     obj.insert("fixed_ips".into(), json!([]));
     obj.insert("allowed_address_pairs".into(), json!([]));
+    // Security groups: the project's default group unless told otherwise; named groups
+    // must exist and be usable by the port's project.
+    crate::security_groups::prepare_port(
+        st,
+        tx,
+        ctx,
+        &mut obj,
+        given.contains_key("security_groups"),
+    )
+    .await?;
+    // Binding to a host (vif_type/vif_details) when binding:host_id is set.
+    crate::binding::bind_port(st, tx, &net, &mut obj).await?;
     insert_port(st, tx, &mut obj, explicit_mac.as_deref(), &net_id).await?;
 
     // Addresses reference the port row, so they come second; the final document (with its
@@ -1845,6 +1860,15 @@ async fn update(
             port.insert("extra_dhcp_opts".into(), v);
             changed = true;
         }
+    }
+    if changes.contains_key("security_groups") {
+        crate::security_groups::prepare_port(&st, &mut tx, &ctx, &mut port, true).await?;
+    }
+    if changes.contains_key("binding:host_id")
+        || changes.contains_key("binding:vnic_type")
+        || changes.contains_key("binding:profile")
+    {
+        crate::binding::bind_port(&st, &mut tx, &net, &mut port).await?;
     }
     if changed {
         db::save(&mut tx, &KIND, &mut port).await?;

@@ -166,6 +166,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2016-09-12T10:00:00-00:00",
     ),
     (
+        "subnetpool-prefix-ops",
+        "Subnet Pool Prefix Operations",
+        "Provides support for adjusting the prefix list of subnet pools",
+        "2019-02-08T10:00:00-00:00",
+    ),
+    (
         "subnet_allocation",
         "Subnet Allocation",
         "Enables allocation of subnets from a subnet pool",

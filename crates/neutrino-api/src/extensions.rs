@@ -16,6 +16,18 @@ use crate::{ApiState, common};
 /// (alias, name, description, updated) of each implemented extension.
 pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     (
+        "address-group",
+        "Address group",
+        "Support address group",
+        "2020-07-15T10:00:00-00:00",
+    ),
+    (
+        "address-scope",
+        "Address scope",
+        "Address scopes extension.",
+        "2015-07-26T10:00:00-00:00",
+    ),
+    (
         "allowed-address-pairs",
         "Allowed Address Pairs",
         "Provides allowed address pairs",
@@ -94,6 +106,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2017-11-28T09:00:00-00:00",
     ),
     (
+        "port-security-groups-filtering",
+        "Port filtering on security groups",
+        "Provides security groups filtering when listing ports",
+        "2018-01-09T09:00:00-00:00",
+    ),
+    (
         "port-security",
         "Port Security",
         "Provides port security",
@@ -124,10 +142,58 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2012-07-29T10:00:00-00:00",
     ),
     (
+        "rbac-address-group",
+        "Add address_group type to RBAC",
+        "Add address_group type to network RBAC",
+        "2021-01-20T00:00:00-00:00",
+    ),
+    (
+        "rbac-address-scope",
+        "Add address_scope type to RBAC",
+        "Add address_scope type to RBAC",
+        "2020-02-12T00:00:00-00:00",
+    ),
+    (
+        "rbac-policies",
+        "RBAC Policies",
+        "Allows creation and modification of policies that control project access to resources.",
+        "2015-06-17T12:15:12-00:00",
+    ),
+    (
+        "rbac-subnetpool",
+        "Add subnetpool type to RBAC",
+        "Add subnetpool type to RBAC",
+        "2020-02-05T00:00:00-00:00",
+    ),
+    (
         "revision-if-match",
         "If-Match constraints based on revision_number",
         "Extension indicating that If-Match based on revision_number is supported.",
         "2016-12-11T00:00:00-00:00",
+    ),
+    (
+        "security-group",
+        "security-group",
+        "The security groups extension.",
+        "2012-10-05T10:00:00-00:00",
+    ),
+    (
+        "security-groups-normalized-cidr",
+        "Normalized CIDR field for security group rules",
+        "Add new field with normalized remote_ip_prefix cidr in SG rule",
+        "2020-07-28T10:00:00-00:00",
+    ),
+    (
+        "security-groups-remote-address-group",
+        "Remote address group id field for security group rules",
+        "Add new field of remote address group id in SG rules",
+        "2020-08-25T10:00:00-00:00",
+    ),
+    (
+        "security-groups-rules-belongs-to-default-sg",
+        "Security group rule belongs to the project's default security group",
+        "Flag to determine if the security group rule belongs to the project's default security group",
+        "2023-05-23T10:00:00-00:00",
     ),
     (
         "segment",
@@ -140,6 +206,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Sorting support",
         "Extension that indicates that sorting is enabled.",
         "2016-06-12T00:00:00-00:00",
+    ),
+    (
+        "tag",
+        "Tag support",
+        "Enables to set tag on resources.",
+        "2016-01-01T00:00:00-00:00",
     ),
     (
         "standard-attr-description",
@@ -166,10 +238,22 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2016-09-12T10:00:00-00:00",
     ),
     (
+        "stateful-security-group",
+        "Stateful security group",
+        "Indicates if the security group is stateful or not",
+        "2019-11-26T09:00:00-00:00",
+    ),
+    (
         "subnetpool-prefix-ops",
         "Subnet Pool Prefix Operations",
         "Provides support for adjusting the prefix list of subnet pools",
         "2019-02-08T10:00:00-00:00",
+    ),
+    (
+        "subnet-external-network",
+        "Subnet belongs to an external network",
+        "Informs if the subnet belongs to an external network",
+        "2024-02-05T18:00:00-00:00",
     ),
     (
         "subnet_allocation",

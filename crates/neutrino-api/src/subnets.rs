@@ -594,6 +594,13 @@ pub fn render(st: &ApiState, ctx: &Context, net: &Obj, subnet: &Obj) -> Obj {
     out.entry("subnetpool_id").or_insert(Value::Null);
     out.entry("ipv6_ra_mode").or_insert(Value::Null);
     out.entry("ipv6_address_mode").or_insert(Value::Null);
+    // subnet-external-network: whether the subnet's network is external (read-only).
+    out.insert(
+        "router:external".into(),
+        net.get("router:external")
+            .cloned()
+            .unwrap_or(Value::Bool(false)),
+    );
     let target = networks::network_target(net, subnet);
     common::strip_hidden(st, ctx, "subnet", &target, &mut out);
     out

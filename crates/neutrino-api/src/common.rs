@@ -173,8 +173,12 @@ pub fn wrap(key: &str, v: Value) -> Value {
     Value::Object(m)
 }
 
-/// Adds `tenant_id` next to `project_id` (Neutron sends both).
+/// Prepares a stored document for output: drops internal keys (those starting with `_`, such
+/// as the RBAC grants of rbac.rs) and adds `tenant_id` next to `project_id` (Neutron sends
+/// both). Every render path calls this, so internal keys never reach clients, filters or
+/// `fields=`.
 pub fn with_tenant(mut obj: Obj) -> Obj {
+    obj.retain(|k, _| !k.starts_with('_'));
     if let Some(p) = obj.get("project_id").cloned() {
         obj.insert("tenant_id".into(), p);
     }

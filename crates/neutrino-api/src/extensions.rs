@@ -28,10 +28,22 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2015-07-26T10:00:00-00:00",
     ),
     (
+        "agent",
+        "agent",
+        "The agent management extension.",
+        "2013-02-03T10:00:00-00:00",
+    ),
+    (
         "allowed-address-pairs",
         "Allowed Address Pairs",
         "Provides allowed address pairs",
         "2013-07-23T10:00:00-00:00",
+    ),
+    (
+        "availability_zone",
+        "Availability Zone",
+        "The availability zone extension.",
+        "2015-01-01T10:00:00-00:00",
     ),
     (
         "binding",
@@ -44,6 +56,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Default Subnetpools",
         "Provides ability to mark and use a subnetpool as the default.",
         "2016-02-18T18:00:00-00:00",
+    ),
+    (
+        "dhcp_agent_scheduler",
+        "DHCP Agent Scheduler",
+        "Schedule networks among dhcp agents",
+        "2013-02-07T10:00:00-00:00",
     ),
     (
         "empty-string-filtering",
@@ -80,6 +98,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Network MTU (writable)",
         "Provides a writable MTU attribute for a network resource.",
         "2017-07-12T00:00:00-00:00",
+    ),
+    (
+        "network_availability_zone",
+        "Network Availability Zone",
+        "Availability zone support for network.",
+        "2015-01-01T10:00:00-00:00",
     ),
     (
         "network-ip-availability",
@@ -158,6 +182,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "RBAC Policies",
         "Allows creation and modification of policies that control project access to resources.",
         "2015-06-17T12:15:12-00:00",
+    ),
+    (
+        "rbac-security-groups",
+        "Add security_group type to network RBAC",
+        "Add security_group type to network RBAC",
+        "2019-02-14T00:00:00-00:00",
     ),
     (
         "rbac-subnetpool",

@@ -3,7 +3,7 @@
 //! Owns the HTTP surface on the network port: routing, authentication of each request (through
 //! the [`Authenticate`] hook the binary supplies), request ids, attribute validation, policy,
 //! and the resource services (networks, subnets, subnet pools, ports, quotas, tags, IP
-//! availability). Handlers parse at the edge, call a service, and map the result; every write
+//! availability, RBAC policies, address scopes, address groups, ...). Handlers parse at the edge, call a service, and map the result; every write
 //! is one store transaction. This crate must never talk to hosts or agents directly: it commits
 //! intent and the change log carries it onward.
 
@@ -20,7 +20,12 @@ use axum::routing::get;
 use neutrino_core::config::Config;
 use neutrino_core::{ApiError, Context, Db};
 
+pub mod address_groups;
+pub mod address_scopes;
+pub mod agent_api;
+pub mod agents;
 pub mod attrs;
+pub mod availability_zones;
 pub mod binding;
 pub mod common;
 pub mod extensions;
@@ -31,6 +36,9 @@ pub mod networks;
 pub mod policy;
 pub mod ports;
 pub mod quotas;
+pub mod rbac;
+pub mod scheduler;
+pub mod security_group_rules;
 pub mod security_groups;
 pub mod segments;
 pub mod subnetpools;
@@ -113,6 +121,15 @@ pub fn router(state: ApiState) -> Router {
         .merge(tags::routes())
         .merge(ip_availability::routes())
         .merge(segments::routes())
+        .merge(security_groups::routes())
+        .merge(rbac::routes())
+        .merge(address_scopes::routes())
+        .merge(address_groups::routes())
+        .merge(agents::routes())
+        .merge(scheduler::routes())
+        .merge(availability_zones::routes())
+        // The agent sync protocol shares the port and the authentication.
+        .merge(agent_api::routes())
         .route("/v2.0", get(v2_index))
         .route("/v2.0/", get(v2_index))
         .fallback(not_found)

@@ -1,10 +1,16 @@
 //! `/v2.0/networks`: create, list, show, update, delete.
 //!
 //! Owns the network document and its rules: defaults, sharing, the external flag, port
-//! security default, MTU, and deletion (refused while non-DHCP ports remain; DHCP ports and
-//! subnets go with the network, in one transaction). Visibility: admins see all; others their
-//! project's networks plus shared and external ones. Segments and provider attributes are
-//! stored as given by admins; allocation from operator ranges belongs to ML2.
+//! security default, MTU, and deletion (refused while non-DHCP ports remain; DHCP ports,
+//! subnets and RBAC grants go with the network, in one transaction). Segments and provider
+//! attributes are stored as given by admins; allocation from operator ranges belongs to ML2.
+//!
+//! Sharing is RBAC (rbac.rs): `shared=True` is an `access_as_shared` grant to `*`,
+//! `router:external=True` an `access_as_external` grant to `*` (plus the stored external
+//! flag, which per-project external grants also set). Visibility: admins, the owner, and
+//! projects holding a shared or external grant (or the wildcard). `shared` is rendered per
+//! caller, as Neutron computes it; the stored `shared` means "shared with everyone".
+//! `ipv4_address_scope`/`ipv6_address_scope` come from the scopes of the subnets' pools.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -20,7 +26,7 @@ use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
 use crate::common::{self, with_tenant};
-use crate::{ApiState, ports, subnets};
+use crate::{ApiState, ports, rbac, subnets};
 
 /// Storage of networks.
 pub const KIND: Kind = Kind {
@@ -77,15 +83,10 @@ pub fn routes() -> Router<ApiState> {
         .route("/v2.0/networks/{id}", get(show).put(update).delete(delete))
 }
 
-/// Whether `ctx` may see network `net` at all.
+/// Whether `ctx` may see network `net` at all: admins, the owner, and projects the network is
+/// shared with or made external for (Neutron's RBAC query hook for networks).
 pub fn visible(ctx: &Context, net: &Obj) -> bool {
-    ctx.is_admin()
-        || net
-            .get("project_id")
-            .and_then(Value::as_str)
-            .is_some_and(|p| ctx.owns(p))
-        || net.get("shared") == Some(&Value::Bool(true))
-        || net.get("router:external") == Some(&Value::Bool(true))
+    rbac::visible(ctx, net, &[rbac::SHARED, rbac::EXTERNAL])
 }
 
 /// Loads a network the caller can see, or 404 `NetworkNotFound`.
@@ -100,15 +101,29 @@ where
 }
 
 /// The policy target for resources living on `net` (subnets, ports): adds `network:*` keys.
+///
+/// `network:shared` follows Neutron's `field:networks:shared` check. A port has no `shared`
+/// of its own, so Neutron looks at the network as the port's project sees it: shared with that
+/// project or with everyone. A subnet has its own `shared`, computed for the caller; callers
+/// only reach a subnet's policy after [`visible`], and given that, "shared with the caller"
+/// and "shared with anyone" decide the subnet rules (`get_subnet`: owner, shared, external
+/// or network owner) identically, so subnets (documents with `cidr` or `ip_version`) use
+/// the latter.
 pub fn network_target(net: &Obj, obj: &Obj) -> Obj {
     let mut t = obj.clone();
     let owner = net.get("project_id").cloned().unwrap_or(Value::Null);
     t.insert("network:project_id".into(), owner.clone());
     t.insert("network:tenant_id".into(), owner);
-    t.insert(
-        "network:shared".into(),
-        net.get("shared").cloned().unwrap_or(Value::Bool(false)),
-    );
+    let shared = if obj.contains_key("cidr") || obj.contains_key("ip_version") {
+        rbac::entries(net).any(|(_, action, _)| action == rbac::SHARED)
+    } else {
+        let project = obj
+            .get("project_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        rbac::grants(net, rbac::SHARED, project)
+    };
+    t.insert("network:shared".into(), Value::Bool(shared));
     t.insert(
         "network:router:external".into(),
         net.get("router:external")
@@ -118,19 +133,65 @@ pub fn network_target(net: &Obj, obj: &Obj) -> Obj {
     t
 }
 
-/// Renders a stored network for `ctx`: adds computed and standard attributes, hides what
-/// policy hides.
-pub fn render(state: &ApiState, ctx: &Context, net: &Obj, subnets: Vec<Value>) -> Obj {
-    let mut out = with_tenant(net.clone());
+/// Renders a stored network for `ctx`: adds computed and standard attributes (`shared` as the
+/// caller sees it, the address scopes of its subnets' pools), hides what policy hides.
+pub fn render(
+    state: &ApiState,
+    ctx: &Context,
+    net: &Obj,
+    subnets: Vec<Value>,
+    scopes: Option<&Scopes>,
+) -> Obj {
+    let view = rbac::caller_view(ctx, net);
+    let mut out = with_tenant(view.clone());
     out.insert("subnets".into(), Value::Array(subnets));
     out.insert("status".into(), json!("ACTIVE"));
     out.entry("availability_zones").or_insert_with(|| json!([]));
-    out.entry("ipv4_address_scope").or_insert(Value::Null);
-    out.entry("ipv6_address_scope").or_insert(Value::Null);
+    let [v4, v6] = scopes.cloned().unwrap_or_default();
+    out.insert(
+        "ipv4_address_scope".into(),
+        v4.map_or(Value::Null, Value::String),
+    );
+    out.insert(
+        "ipv6_address_scope".into(),
+        v6.map_or(Value::Null, Value::String),
+    );
     out.entry("l2_adjacency").or_insert(Value::Bool(true));
     out.entry("tags").or_insert_with(|| json!([]));
-    common::strip_hidden(state, ctx, "network", net, &mut out);
+    common::strip_hidden(state, ctx, "network", &view, &mut out);
     out
+}
+
+/// The IPv4 and IPv6 address scopes of a network.
+pub type Scopes = [Option<String>; 2];
+
+/// The address scopes of networks (all, or `net_id`'s), from the pools their subnets were
+/// allocated from (Neutron's `_extend_network_dict_address_scope`): one query per request.
+async fn address_scopes<'c, E>(
+    ex: E,
+    net_id: Option<&str>,
+) -> ApiResult<std::collections::HashMap<String, Scopes>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let base = "SELECT s.network_id, s.cidr, p.address_scope_id FROM subnets s \
+                JOIN subnetpools p ON p.id = s.subnetpool_id \
+                WHERE p.address_scope_id IS NOT NULL";
+    let rows: Vec<(String, String, String)> = match net_id {
+        Some(id) => {
+            sqlx::query_as(&format!("{base} AND s.network_id = $1"))
+                .bind(id)
+                .fetch_all(ex)
+                .await?
+        }
+        None => sqlx::query_as(base).fetch_all(ex).await?,
+    };
+    let mut out: std::collections::HashMap<String, Scopes> = Default::default();
+    for (net, cidr, scope) in rows {
+        let slot = usize::from(cidr.contains(':'));
+        out.entry(net).or_default()[slot] = Some(scope);
+    }
+    Ok(out)
 }
 
 async fn subnet_ids<'c, E>(ex: E, net_id: &str) -> ApiResult<Vec<Value>>
@@ -175,12 +236,24 @@ async fn create(
         let project = obj["project_id"].as_str().unwrap_or_default().to_string();
         common::check_quota(&st, &mut tx, "network", &KIND, &project, 1).await?;
         crate::ml2::prepare_network(&st, &mut tx, obj).await?;
+        // Neutron creates the wildcard grants in the network's transaction.
+        if obj.get("shared") == Some(&Value::Bool(true)) {
+            rbac::grant(&mut tx, "network", obj, rbac::SHARED, rbac::WILDCARD).await?;
+        }
+        if obj.get("router:external") == Some(&Value::Bool(true)) {
+            rbac::grant(&mut tx, "network", obj, rbac::EXTERNAL, rbac::WILDCARD).await?;
+        }
+        let hints = obj
+            .get("availability_zone_hints")
+            .cloned()
+            .unwrap_or(Value::Null);
+        crate::availability_zones::validate_network_hints(&mut tx, &hints).await?;
         db::create(&mut tx, &KIND, obj).await?;
     }
     st.db.commit(tx).await?;
     let out: Vec<Value> = prepared
         .iter()
-        .map(|n| Value::Object(render(&st, &ctx, n, vec![])))
+        .map(|n| Value::Object(render(&st, &ctx, n, vec![], None)))
         .collect();
     Ok(if req.bulk {
         common::created("networks", Value::Array(out))
@@ -205,12 +278,18 @@ async fn list(
     for (n, s) in pairs {
         by_net.entry(n).or_default().push(Value::String(s));
     }
+    let scopes = address_scopes(st.db.reader(), None).await?;
+    let zones = crate::availability_zones::by_network(st.db.reader()).await?;
     let items: Vec<Obj> = nets
         .iter()
         .filter(|n| visible(&ctx, n))
         .map(|n| {
             let id = n.get("id").and_then(Value::as_str).unwrap_or_default();
-            render(&st, &ctx, n, by_net.remove(id).unwrap_or_default())
+            let subnets = by_net.remove(id).unwrap_or_default();
+            let mut out = render(&st, &ctx, n, subnets, scopes.get(id));
+            let z = zones.get(id).cloned().unwrap_or_default();
+            out.insert("availability_zones".into(), json!(z));
+            out
         })
         .collect();
     let url = format!("{}/v2.0/networks", common::base_url(&headers));
@@ -225,12 +304,18 @@ async fn show(
 ) -> ApiResult<Response> {
     let query = ListQuery::parse(q.as_deref())?;
     let net = get_visible(st.db.reader(), &ctx, &id).await?;
-    if !st.policy.check(&ctx, "get_network", &net) {
+    if !st
+        .policy
+        .check(&ctx, "get_network", &rbac::caller_view(&ctx, &net))
+    {
         return Err(ApiError::not_found("Network", &id));
     }
     let subnets = subnet_ids(st.db.reader(), &id).await?;
-    let out = query.trim(render(&st, &ctx, &net, subnets));
-    Ok(common::ok("network", Value::Object(out)))
+    let scopes = address_scopes(st.db.reader(), Some(&id)).await?;
+    let mut out = render(&st, &ctx, &net, subnets, scopes.get(&id));
+    let zones = crate::availability_zones::of_network(st.db.reader(), &id).await?;
+    out.insert("availability_zones".into(), json!(zones));
+    Ok(common::ok("network", Value::Object(query.trim(out))))
 }
 
 async fn update(
@@ -249,36 +334,13 @@ async fn update(
         _ => return Err(ApiError::not_found("Network", &id)),
     };
     common::check_revision(expected, &net)?;
-    common::enforce(&st, &ctx, "update_network", &net)?;
-    common::enforce_attrs(&st, &ctx, "update_network", &changes, &net)?;
+    let view = rbac::caller_view(&ctx, &net);
+    common::enforce(&st, &ctx, "update_network", &view)?;
+    common::enforce_attrs(&st, &ctx, "update_network", &changes, &view)?;
     // Provider attributes, segments and MTU are ML2's: it refuses what Neutron refuses, moves
     // a VLAN network to another ID, resolves `mtu`, and drops no-op provider keys.
     crate::ml2::update_network(&st, &mut tx, &net, &mut changes).await?;
-    if changes.get("shared") == Some(&Value::Bool(false))
-        && net.get("shared") == Some(&Value::Bool(true))
-    {
-        let owner = net
-            .get("project_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let others: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM ports WHERE network_id = $1 AND project_id <> $2 \
-             AND COALESCE(device_owner, '') <> 'network:dhcp'",
-        )
-        .bind(&id)
-        .bind(owner)
-        .fetch_one(&mut *tx)
-        .await?;
-        if others > 0 {
-            return Err(ApiError::conflict(
-                "InvalidSharedSetting",
-                format!(
-                    "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it."
-                ),
-            ));
-        }
-    }
-    let mut changed = false;
+    let mut changed = update_grants(&mut tx, &mut net, &mut changes).await?;
     for (k, v) in changes {
         if net.get(&k) != Some(&v) {
             net.insert(k, v);
@@ -289,11 +351,58 @@ async fn update(
         db::save(&mut tx, &KIND, &mut net).await?;
     }
     let subnets = subnet_ids(&mut *tx, &id).await?;
+    let scopes = address_scopes(&mut *tx, Some(&id)).await?;
+    let zones = crate::availability_zones::of_network(&mut *tx, &id).await?;
     st.db.commit(tx).await?;
-    Ok(common::ok(
-        "network",
-        Value::Object(render(&st, &ctx, &net, subnets)),
-    ))
+    let mut out = render(&st, &ctx, &net, subnets, scopes.get(&id));
+    out.insert("availability_zones".into(), json!(zones));
+    Ok(common::ok("network", Value::Object(out)))
+}
+
+/// Applies `shared` and `router:external` from an update as RBAC grants (Neutron's
+/// `update_network` and `_process_l3_update`), removing them from `changes`. Returns whether
+/// the network changed.
+async fn update_grants(
+    tx: &mut sqlx::AnyConnection,
+    net: &mut Obj,
+    changes: &mut Obj,
+) -> ApiResult<bool> {
+    let mut changed = false;
+    if let Some(shared) = changes.remove("shared") {
+        let want = shared == Value::Bool(true);
+        let has = rbac::has_entry(net, rbac::SHARED, rbac::WILDCARD);
+        if want && !has {
+            rbac::grant(tx, "network", net, rbac::SHARED, rbac::WILDCARD).await?;
+            changed = true;
+        } else if !want && has {
+            rbac::check_unshare_network(tx, net).await?;
+            rbac::revoke(tx, "network", net, rbac::SHARED, Some(rbac::WILDCARD)).await?;
+            changed = true;
+        }
+    }
+    if let Some(external) = changes.remove("router:external") {
+        let want = external == Value::Bool(true);
+        let is = net.get("router:external") == Some(&Value::Bool(true));
+        if want && !is {
+            rbac::grant(tx, "network", net, rbac::EXTERNAL, rbac::WILDCARD).await?;
+            net.insert("router:external".into(), Value::Bool(true));
+            changed = true;
+        } else if !want && is {
+            let id = net
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if rbac::has_gateway_ports(tx, &id).await? {
+                return Err(rbac::external_in_use(&id));
+            }
+            // Every external grant goes, also the per-project ones.
+            rbac::revoke(tx, "network", net, rbac::EXTERNAL, None).await?;
+            net.insert("router:external".into(), Value::Bool(false));
+            changed = true;
+        }
+    }
+    Ok(changed)
 }
 
 async fn delete(
@@ -334,6 +443,7 @@ async fn delete(
         }
     }
     crate::ml2::release_network(&st, &mut tx, &net).await?;
+    rbac::revoke_all(&mut tx, "network", &id).await?;
     db::remove(&mut tx, &KIND, &net).await?;
     st.db.commit(tx).await?;
     Ok(common::no_content())

@@ -193,6 +193,16 @@ const DEFAULT_RULES: &[(&str, &str)] = &[
     ("add_prefixes", "rule:admin_or_project_member"),
     ("remove_prefixes", "rule:admin_or_project_member"),
     // Address scopes.
+    ("shared_address_groups", "field:address_groups:shared=True"),
+    ("create_address_group", "rule:admin_or_project_member"),
+    (
+        "get_address_group",
+        "rule:admin_or_project_reader or rule:shared_address_groups",
+    ),
+    ("update_address_group", "rule:admin_or_project_member"),
+    ("delete_address_group", "rule:admin_or_project_member"),
+    ("add_addresses", "rule:admin_or_project_member"),
+    ("remove_addresses", "rule:admin_or_project_member"),
     ("shared_address_scopes", "field:address_scopes:shared=True"),
     ("create_address_scope", "rule:admin_or_project_member"),
     ("create_address_scope:shared", "rule:admin_only"),

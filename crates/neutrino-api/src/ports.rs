@@ -126,6 +126,9 @@ const BLANK_DHCP_OPTS: &[&str] = &["router", "classless-static-route"];
 /// Neutron's `mac_generation_retries` default.
 const MAC_GENERATION_RETRIES: usize = 16;
 
+/// Attributes the binding sets; a change in any of them must be saved.
+const BINDING_RESULT: [&str; 3] = ["binding:vif_type", "binding:vif_details", "status"];
+
 /// Routes of this collection.
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -1868,7 +1871,20 @@ async fn update(
         || changes.contains_key("binding:vnic_type")
         || changes.contains_key("binding:profile")
     {
+        // Re-sending the same host is how Nova retries a failed binding, so the binding
+        // result must be saved even when no attribute in the request changed.
+        let before: Vec<Option<Value>> = BINDING_RESULT
+            .iter()
+            .map(|k| port.get(*k).cloned())
+            .collect();
         crate::binding::bind_port(&st, &mut tx, &net, &mut port).await?;
+        if BINDING_RESULT
+            .iter()
+            .zip(&before)
+            .any(|(k, b)| port.get(*k) != b.as_ref())
+        {
+            changed = true;
+        }
     }
     if changed {
         db::save(&mut tx, &KIND, &mut port).await?;

@@ -37,6 +37,9 @@ const USAGE_TABLES: &[(&str, &str)] = &[
     ("subnet", "subnets"),
     ("port", "ports"),
     ("subnetpool", "subnetpools"),
+    ("rbac_policy", "rbac_policies"),
+    ("security_group", "security_groups"),
+    ("security_group_rule", "security_group_rules"),
 ];
 
 /// The effective limit of `resource` for `project_id` (-1 = unlimited).

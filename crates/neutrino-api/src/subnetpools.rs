@@ -5,9 +5,14 @@
 //! version comes from the prefixes (never mixed), prefixes are stored compacted (merged
 //! CIDRs), prefix-length bounds default to 8/32 (IPv4) or 64/128 (IPv6) with the default
 //! length equal to the minimum, prefixes may only grow on update, at most one default pool
-//! exists per IP version, and a pool with subnets cannot be deleted. Visibility: admins, the
-//! owner project, and everyone for shared pools. Carving subnets out of a pool is done by
-//! subnets.rs with the pure functions of ipam.rs; this module must never allocate subnets.
+//! exists per IP version, and a pool with subnets cannot be deleted. A pool may join an
+//! address scope of its IP version that the caller can see, if its prefixes overlap no other
+//! pool of the scope and no network would end up with subnets in two scopes.
+//!
+//! Sharing is RBAC (rbac.rs): `shared=True` is an `access_as_shared` grant to `*`.
+//! Visibility: admins, the owner project, and projects the pool is shared with; `shared` is
+//! rendered per caller. Carving subnets out of a pool is done by subnets.rs with the pure
+//! functions of ipam.rs; this module must never allocate subnets.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -24,13 +29,13 @@ use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
 use crate::common::{self, with_tenant};
-use crate::{ApiState, ipam};
+use crate::{ApiState, address_scopes, ipam, rbac};
 
 /// Storage of subnet pools.
 pub const KIND: Kind = Kind {
     resource: "subnetpool",
     table: "subnetpools",
-    columns: &[],
+    columns: &["address_scope_id"],
 };
 
 /// Subnet pool attributes (the name is required for pools, unlike other resources).
@@ -95,18 +100,16 @@ fn illegal_prefix_update(msg: &str) -> ApiError {
     )
 }
 
-/// Whether `ctx` may see `pool` at all (admin, owner, or shared).
+/// Whether `ctx` may see `pool` at all (admin, owner, or shared with the caller's project).
 pub fn visible(ctx: &Context, pool: &Obj) -> bool {
-    ctx.is_admin()
-        || pool
-            .get("project_id")
-            .and_then(Value::as_str)
-            .is_some_and(|p| ctx.owns(p))
-        || pool.get("shared") == Some(&Value::Bool(true))
+    rbac::visible(ctx, pool, &[rbac::SHARED])
 }
 
 fn readable(st: &ApiState, ctx: &Context, pool: &Obj) -> bool {
-    visible(ctx, pool) && st.policy.check(ctx, "get_subnetpool", pool)
+    visible(ctx, pool)
+        && st
+            .policy
+            .check(ctx, "get_subnetpool", &rbac::caller_view(ctx, pool))
 }
 
 /// An integer attribute of a stored pool (stored as numbers; strings tolerated).
@@ -247,16 +250,97 @@ fn read_pool(pool: &mut Obj) -> ApiResult<()> {
     Ok(())
 }
 
-/// Address scopes are not implemented: any scope id names a scope that does not exist.
-fn check_address_scope(pool: &Obj) -> ApiResult<()> {
-    match pool.get("address_scope_id").and_then(Value::as_str) {
-        Some(id) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "AddressScopeNotFound",
-            format!("Address scope {id} could not be found."),
-        )),
-        None => Ok(()),
+/// Neutron's `_validate_address_scope_id` for a pool (complete document, prefixes compacted)
+/// joining or staying in its `address_scope_id`: the scope is visible (else 404
+/// `AddressScopeNotFound`) and locked, has the pool's IP version, no other pool of the scope
+/// overlaps the pool's prefixes, and no network hosting the pool's subnets has subnets of the
+/// same IP version from elsewhere (they would end up in two scopes).
+async fn check_address_scope(
+    st: &ApiState,
+    ctx: &Context,
+    tx: &mut sqlx::AnyConnection,
+    pool: &Obj,
+) -> ApiResult<()> {
+    let Some(scope_id) = pool.get("address_scope_id").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let pool_id = pool.get("id").and_then(Value::as_str).unwrap_or_default();
+    let scope = address_scopes::lock_visible(st, ctx, tx, scope_id).await?;
+    let version = int_field(pool, "ip_version");
+    if let Some(scope_version) = address_scopes::ip_version(&scope)
+        && Some(scope_version) != version
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IllegalSubnetPoolIpVersionAssociationToAddressScope",
+            format!(
+                "Illegal subnetpool association: subnetpool {pool_id} cannot associate with address scope {scope_id} because subnetpool ip_version is not {scope_version}."
+            ),
+        ));
     }
+    // Subnets of this pool and other subnets of the same IP version on their networks.
+    let strangers: Vec<String> = sqlx::query_scalar(
+        "SELECT cidr FROM subnets WHERE network_id IN \
+         (SELECT network_id FROM subnets WHERE subnetpool_id = $1) \
+         AND (subnetpool_id IS NULL OR subnetpool_id <> $1)",
+    )
+    .bind(pool_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let v6 = version == Some(6);
+    if strangers.iter().any(|c| c.contains(':') == v6) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NetworkAddressScopeAffinityError",
+            "Subnets of the same address family hosted on the same network must all participate in the same address scope.",
+        ));
+    }
+    let mine = prefixes_of(pool);
+    let others = db::list(&mut *tx, &KIND, Some(("address_scope_id", scope_id))).await?;
+    let conflict = others
+        .iter()
+        .filter(|o| o.get("id").and_then(Value::as_str) != Some(pool_id))
+        .flat_map(prefixes_of)
+        .any(|theirs| mine.iter().any(|m| ipam::overlaps(m, &theirs)));
+    if conflict {
+        return Err(ApiError::conflict(
+            "AddressScopePrefixConflict",
+            "Failed to associate address scope: subnetpools within an address scope must have unique prefixes.",
+        ));
+    }
+    Ok(())
+}
+
+/// A pool in a scope owned by another project cannot be changed by non-admins (Neutron's
+/// `_check_subnetpool_update_allowed`).
+async fn check_update_allowed(
+    st: &ApiState,
+    ctx: &Context,
+    tx: &mut sqlx::AnyConnection,
+    pool: &Obj,
+) -> ApiResult<()> {
+    let Some(scope_id) = pool.get("address_scope_id").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    if ctx.is_admin() {
+        return Ok(());
+    }
+    let scope = address_scopes::get_visible(&mut *tx, st, ctx, scope_id).await?;
+    let owner = scope
+        .get("project_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !ctx.owns(owner) {
+        let pool_id = pool.get("id").and_then(Value::as_str).unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "IllegalSubnetPoolUpdate",
+            format!(
+                "Illegal subnetpool update : subnetpool {pool_id} cannot be updated when associated with shared address scope {scope_id}."
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Serialises changes of `is_default` across servers sharing a PostgreSQL store (SQLite
@@ -313,7 +397,8 @@ async fn check_default_unique(
 /// Renders a stored pool. Neutron renders the prefix lengths as strings on GET and POST, but
 /// as the stored integers on PUT (`as_ints`), a quirk clients tolerate either way.
 pub fn render(st: &ApiState, ctx: &Context, pool: &Obj, as_ints: bool) -> Obj {
-    let mut out = with_tenant(pool.clone());
+    let view = rbac::caller_view(ctx, pool);
+    let mut out = with_tenant(view.clone());
     if !as_ints {
         for k in PREFIXLENS {
             if let Some(n) = int_field(pool, k) {
@@ -324,7 +409,7 @@ pub fn render(st: &ApiState, ctx: &Context, pool: &Obj, as_ints: bool) -> Obj {
     out.entry("tags").or_insert_with(|| json!([]));
     out.entry("address_scope_id").or_insert(Value::Null);
     out.entry("default_quota").or_insert(Value::Null);
-    common::strip_hidden(st, ctx, "subnetpool", pool, &mut out);
+    common::strip_hidden(st, ctx, "subnetpool", &view, &mut out);
     out
 }
 
@@ -350,7 +435,6 @@ async fn create(
             .collect();
         common::enforce_attrs(&st, &ctx, "create_subnetpool", &explicit, &obj)?;
         read_pool(&mut obj)?;
-        check_address_scope(&obj)?;
         obj.insert("id".into(), Value::String(db::new_id()));
         obj.insert("tags".into(), json!([]));
         prepared.push(obj);
@@ -358,8 +442,12 @@ async fn create(
     let mut tx = st.db.begin().await?;
     for obj in &mut prepared {
         check_default_unique(&st, &mut tx, obj).await?;
+        check_address_scope(&st, &ctx, &mut tx, obj).await?;
         let project = obj["project_id"].as_str().unwrap_or_default().to_string();
         common::check_quota(&st, &mut tx, "subnetpool", &KIND, &project, 1).await?;
+        if obj.get("shared") == Some(&Value::Bool(true)) {
+            rbac::grant(&mut tx, "subnetpool", obj, rbac::SHARED, rbac::WILDCARD).await?;
+        }
         db::create(&mut tx, &KIND, obj).await?;
     }
     st.db.commit(tx).await?;
@@ -453,8 +541,10 @@ async fn update(
     let changes = attrs::prepare_update(&[ATTRS], common::parse_update(&body, "subnetpool")?)?;
     let mut tx = st.db.begin().await?;
     let mut pool = load_for_write(&st, &ctx, &mut tx, &id, expected).await?;
-    common::enforce(&st, &ctx, "update_subnetpool", &pool)?;
-    common::enforce_attrs(&st, &ctx, "update_subnetpool", &changes, &pool)?;
+    let view = rbac::caller_view(&ctx, &pool);
+    common::enforce(&st, &ctx, "update_subnetpool", &view)?;
+    common::enforce_attrs(&st, &ctx, "update_subnetpool", &changes, &view)?;
+    check_update_allowed(&st, &ctx, &mut tx, &pool).await?;
     let was_default = pool.get("is_default") == Some(&Value::Bool(true));
     let mut updated = pool.clone();
     for (k, v) in changes {
@@ -468,8 +558,10 @@ async fn update(
         }
     }
     read_pool(&mut updated)?;
-    if pool.get("address_scope_id") != updated.get("address_scope_id") {
-        check_address_scope(&updated)?;
+    if pool.get("address_scope_id") != updated.get("address_scope_id")
+        || pool.get("prefixes") != updated.get("prefixes")
+    {
+        check_address_scope(&st, &ctx, &mut tx, &updated).await?;
     }
     if !was_default {
         check_default_unique(&st, &mut tx, &updated).await?;
@@ -496,7 +588,12 @@ async fn delete(
     let expected = common::if_match(&headers)?;
     let mut tx = st.db.begin().await?;
     let pool = load_for_write(&st, &ctx, &mut tx, &id, expected).await?;
-    common::enforce(&st, &ctx, "delete_subnetpool", &pool)?;
+    common::enforce(
+        &st,
+        &ctx,
+        "delete_subnetpool",
+        &rbac::caller_view(&ctx, &pool),
+    )?;
     // The pool row is locked, and subnet creation locks it before carving, so no subnet can
     // appear between this count and the delete.
     let used: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subnets WHERE subnetpool_id = $1")
@@ -510,6 +607,7 @@ async fn delete(
             "Unable to delete subnet pool: Subnet pool has existing allocations.",
         ));
     }
+    rbac::revoke_all(&mut tx, "subnetpool", &id).await?;
     db::remove(&mut tx, &KIND, &pool).await?;
     st.db.commit(tx).await?;
     Ok(common::no_content())
@@ -535,14 +633,16 @@ async fn add_prefixes(
     let add = prefix_ops_body(&body)?;
     let mut tx = st.db.begin().await?;
     let mut pool = load_for_write(&st, &ctx, &mut tx, &id, None).await?;
-    common::enforce(&st, &ctx, "add_prefixes", &pool)?;
+    common::enforce(&st, &ctx, "add_prefixes", &rbac::caller_view(&ctx, &pool))?;
     if !add.is_empty() {
+        check_update_allowed(&st, &ctx, &mut tx, &pool).await?;
         let mut all = prefixes_of(&pool);
         all.extend(add);
         let mut updated = pool.clone();
         grow_prefixes(&mut updated, &all)?;
         read_pool(&mut updated)?;
         if updated != pool {
+            check_address_scope(&st, &ctx, &mut tx, &updated).await?;
             pool = updated;
             db::save(&mut tx, &KIND, &mut pool).await?;
         }
@@ -564,7 +664,12 @@ async fn remove_prefixes(
     let remove = prefix_ops_body(&body)?;
     let mut tx = st.db.begin().await?;
     let mut pool = load_for_write(&st, &ctx, &mut tx, &id, None).await?;
-    common::enforce(&st, &ctx, "remove_prefixes", &pool)?;
+    common::enforce(
+        &st,
+        &ctx,
+        "remove_prefixes",
+        &rbac::caller_view(&ctx, &pool),
+    )?;
     let current = prefixes_of(&pool);
     let overlapping = |nets: &[IpNet]| {
         nets.iter()

@@ -1080,6 +1080,7 @@ async fn create_one(
     // A subnet is part of its network (`subnets`), so the network's revision moves too, as
     // Neutron's revises_on_change does.
     db::save(tx, &networks::KIND, &mut net).await?;
+    crate::scheduler::network_changed(st, tx, &network_id).await?;
     Ok((obj, net))
 }
 
@@ -1350,6 +1351,12 @@ async fn update(
     }
     if changed {
         db::save(&mut tx, &KIND, &mut subnet).await?;
+        crate::scheduler::network_changed(
+            &st,
+            &mut tx,
+            str_of(&subnet, "network_id").unwrap_or_default(),
+        )
+        .await?;
     }
     st.db.commit(tx).await?;
     Ok(common::ok(

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use neutrino_core::db::{self, Kind, Obj};
 use neutrino_core::{ApiError, ApiResult, Context};
 
-use crate::{ApiState, common, networks, ports, subnetpools, subnets};
+use crate::{ApiState, common, networks, ports, security_groups, subnetpools, subnets};
 
 const MAX_TAGS: usize = 50;
 
@@ -43,6 +43,7 @@ fn lookup(collection: &str) -> ApiResult<Taggable> {
         "subnets" => (&subnets::KIND, "Subnet"),
         "subnetpools" => (&subnetpools::KIND, "Subnetpool"),
         "ports" => (&ports::KIND, "Port"),
+        "security-groups" => (&security_groups::KIND, "Security Group"),
         _ => return Err(common::hidden_not_found()),
     };
     Ok(Taggable { kind, title })
@@ -70,6 +71,7 @@ async fn readable(
     Ok(match collection {
         "networks" => networks::visible(ctx, obj),
         "subnetpools" => subnetpools::visible(ctx, obj),
+        "security-groups" => security_groups::visibility(ctx, obj).0,
         "subnets" | "ports" => {
             let net_id = obj
                 .get("network_id")

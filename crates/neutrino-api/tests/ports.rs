@@ -54,7 +54,16 @@ async fn lifecycle(srv: &TestServer) {
     assert_eq!(p["fixed_ips"], json!([]), "no subnet, no address");
     assert_eq!(p["allowed_address_pairs"], json!([]));
     assert_eq!(p["extra_dhcp_opts"], json!([]));
-    assert_eq!(p["security_groups"], json!([]));
+    // The project's default security group, created on first need.
+    let sgs = p["security_groups"].as_array().unwrap();
+    assert_eq!(sgs.len(), 1, "{p}");
+    let (_, g) = srv
+        .get(
+            &format!("/v2.0/security-groups/{}", sgs[0].as_str().unwrap()),
+            "member:p1",
+        )
+        .await;
+    assert_eq!(g["security_group"]["name"], json!("default"));
     assert_eq!(p["port_security_enabled"], json!(true));
     assert_eq!(p["binding:vnic_type"], json!("normal"));
     assert_eq!(p["revision_number"], json!(1));
@@ -692,7 +701,15 @@ async fn filters() {
 #[tokio::test]
 async fn port_security_and_address_pairs() {
     let srv = TestServer::start_with("[DEFAULT]\nmax_allowed_address_pair = 2\n").await;
-    let sg = uuid::Uuid::new_v4().to_string();
+    let (s, g) = srv
+        .post(
+            "/v2.0/security-groups",
+            "member:p1",
+            json!({"security_group": {"name": "web"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{g}");
+    let sg = g["security_group"]["id"].as_str().unwrap().to_string();
     let open = id(&srv
         .network("member:p1", json!({"port_security_enabled": false}))
         .await);
@@ -860,8 +877,9 @@ async fn visibility_and_bindings() {
     let (_, b) = srv.get("/v2.0/ports", "member:p1").await;
     assert!(b["ports"][0].get("binding:host_id").is_none(), "{b}");
     let (_, b) = srv.get(&format!("/v2.0/ports/{pid}"), "admin").await;
-    assert_eq!(b["port"]["binding:vif_type"], json!("unbound"));
-    assert_eq!(b["port"]["binding:vif_details"], json!({}));
+    // No agent serves compute-1, so binding fails, as in Neutron.
+    assert_eq!(b["port"]["binding:vif_type"], json!("binding_failed"));
+    assert_eq!(b["port"]["status"], json!("DOWN"));
 
     let (s, b) = srv
         .post(

@@ -9,6 +9,13 @@
 //!
 //! Invariants are enforced by constraints, never by check-then-insert. This module must never
 //! hold a transaction open across anything but SQL, and never send a 5xx body with SQL text.
+//!
+//! Change sequence numbers follow commit order on both engines (agents resume from a sequence
+//! number, so a change committed "behind" one already seen would be lost): SQLite has one
+//! writer; on PostgreSQL [`Db::commit`] renumbers the transaction's change rows under an
+//! advisory lock just before COMMIT and sends `NOTIFY neutrino_changes` with the highest one.
+//! Every PostgreSQL [`Db`] also LISTENs on that channel, so [`Db::watch_commits`] wakes for
+//! commits made by any server sharing the database.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -47,9 +54,29 @@ struct Inner {
     read: AnyPool,
     write: AnyPool,
     backend: Backend,
-    /// Highest change sequence this process committed; waiters watch it.
+    /// Highest change sequence known committed (by this process, or by another server
+    /// sharing the PostgreSQL database, through LISTEN); waiters watch it.
     committed: tokio::sync::watch::Sender<i64>,
+    /// The PostgreSQL LISTEN task, stopped on close or drop.
+    listener: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
 }
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.listener.lock()
+            && let Some(h) = l.take()
+        {
+            h.abort();
+        }
+    }
+}
+
+/// PostgreSQL NOTIFY channel announcing committed changes; the payload is the highest
+/// change sequence of the committing transaction.
+pub const CHANGES_CHANNEL: &str = "neutrino_changes";
+
+/// Advisory lock key serialising the numbering of change rows on PostgreSQL ("neutrino").
+const CHANGES_LOCK_KEY: i64 = 0x6e65_7574_7269_6e6f;
 
 /// Errors from opening or migrating the store.
 #[derive(Debug, thiserror::Error)]
@@ -160,14 +187,22 @@ impl Db {
             }
         };
         let (committed, _) = tokio::sync::watch::channel(0);
-        Ok(Db {
+        let db = Db {
             inner: Arc::new(Inner {
                 read,
                 write,
                 backend,
                 committed,
+                listener: std::sync::Mutex::new(None),
             }),
-        })
+        };
+        if backend == Backend::Postgres {
+            let task = tokio::spawn(listen_loop(url, Arc::downgrade(&db.inner)));
+            if let Ok(mut l) = db.inner.listener.lock() {
+                *l = Some(task.abort_handle());
+            }
+        }
+        Ok(db)
     }
 
     /// Applies pending migrations (`neutrino db upgrade`).
@@ -217,8 +252,12 @@ impl Db {
         Ok(tx)
     }
 
-    /// Commits and wakes change watchers in this process.
-    pub async fn commit(&self, tx: Tx) -> ApiResult<()> {
+    /// Commits and wakes change watchers in this process (and, on PostgreSQL, in every
+    /// server listening on the database).
+    pub async fn commit(&self, mut tx: Tx) -> ApiResult<()> {
+        if self.inner.backend == Backend::Postgres {
+            sequence_changes(&mut tx).await?;
+        }
         tx.commit().await?;
         let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
             .fetch_one(&self.inner.read)
@@ -248,10 +287,134 @@ impl Db {
         }
     }
 
-    /// Closes the pools.
+    /// Closes the pools (and stops listening for other servers' commits).
     pub async fn close(&self) {
+        if let Ok(mut l) = self.inner.listener.lock()
+            && let Some(h) = l.take()
+        {
+            h.abort();
+        }
         self.inner.read.close().await;
         self.inner.write.close().await;
+    }
+}
+
+/// PostgreSQL, just before COMMIT: gives this transaction's change rows fresh sequence
+/// numbers under a transaction-scoped advisory lock and announces the highest one.
+///
+/// Why: a BIGSERIAL value is drawn at INSERT but transactions commit in any order, so without
+/// this a watcher could see 11, advance past 10, and never see 10 (committed a moment later).
+/// Holding the lock from renumbering to the end of COMMIT makes sequence order commit order.
+/// Deferred constraints are checked first, so the advisory lock is the last lock the
+/// transaction takes and cannot close a deadlock cycle. Transactions that logged nothing
+/// (token issuance, reads) skip all of it.
+async fn sequence_changes(tx: &mut Tx) -> ApiResult<()> {
+    let xid: Option<i64> = sqlx::query_scalar("SELECT txid_current_if_assigned()")
+        .fetch_one(&mut **tx)
+        .await?;
+    let Some(xid) = xid else {
+        return Ok(());
+    };
+    let logged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM changes WHERE txid = $1")
+        .bind(xid)
+        .fetch_one(&mut **tx)
+        .await?;
+    if logged == 0 {
+        return Ok(());
+    }
+    sqlx::query("SET CONSTRAINTS ALL IMMEDIATE")
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHANGES_LOCK_KEY)
+        .execute(&mut **tx)
+        .await?;
+    let top: Option<i64> = sqlx::query_scalar(
+        "WITH mine AS MATERIALIZED (SELECT seq FROM changes WHERE txid = $1 ORDER BY seq), \
+         renum AS MATERIALIZED (SELECT seq AS old, nextval(pg_get_serial_sequence('changes', 'seq')) AS new FROM mine), \
+         moved AS (UPDATE changes c SET seq = renum.new FROM renum WHERE c.seq = renum.old RETURNING c.seq) \
+         SELECT MAX(seq) FROM moved",
+    )
+    .bind(xid)
+    .fetch_one(&mut **tx)
+    .await?;
+    if let Some(top) = top {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGES_CHANNEL)
+            .bind(top.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Raises the watch value to `seq` when it is higher.
+fn bump(inner: &Inner, seq: i64) {
+    inner.committed.send_if_modified(|v| {
+        if seq > *v {
+            *v = seq;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// LISTENs on [`CHANGES_CHANNEL`] for as long as the store is open, feeding other servers'
+/// commits into the watch channel. On (re)connection it reads the highest sequence, since
+/// notifications sent while disconnected are lost.
+async fn listen_loop(url: String, inner: std::sync::Weak<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match sqlx::postgres::PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen(CHANGES_CHANNEL).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    let mut catch_up = true;
+                    loop {
+                        let Some(strong) = inner.upgrade() else {
+                            return;
+                        };
+                        if catch_up {
+                            let latest: Result<i64, _> =
+                                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
+                                    .fetch_one(&strong.read)
+                                    .await;
+                            if let Ok(latest) = latest {
+                                bump(&strong, latest);
+                            }
+                            catch_up = false;
+                        }
+                        drop(strong);
+                        match listener.try_recv().await {
+                            Ok(Some(n)) => {
+                                let Some(strong) = inner.upgrade() else {
+                                    return;
+                                };
+                                match n.payload().parse::<i64>() {
+                                    Ok(seq) => bump(&strong, seq),
+                                    Err(_) => catch_up = true,
+                                }
+                            }
+                            // The connection dropped; the next try_recv reconnects. Anything
+                            // announced meanwhile is lost, so re-read the head.
+                            Ok(None) => catch_up = true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN for changes failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "LISTEN for changes failed; retrying"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for changes; retrying"),
+        }
+        if inner.upgrade().is_none() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

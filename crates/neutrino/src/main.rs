@@ -122,6 +122,7 @@ fn init_logging() {
 /// Options of this binary in the `[neutrino]` section (not Neutron's).
 const OWN_OPTIONS: &[(&str, &str)] = &[
     ("neutrino", "admin_password"),
+    ("neutrino", "agent_password"),
     ("neutrino", "identity_port"),
     ("neutrino", "identity_bind_host"),
     ("neutrino", "token_expiration"),
@@ -218,13 +219,16 @@ async fn start(
     db: Db,
     identity_port: u16,
     admin_password: Option<&str>,
+    agent_password: Option<&str>,
 ) -> Result<Running> {
     let known: Vec<(&str, &str)> = OWN_OPTIONS
         .iter()
         .chain(neutrino_api::ml2::KNOWN_OPTIONS)
+        .chain(neutrino_api::agents::KNOWN_OPTIONS)
         .copied()
         .collect();
     cfg.log_unknown(&known);
+    neutrino_api::agents::AgentConfig::from_ini(&cfg.ini)?;
     let policy = neutrino_api::policy::Policy::load(cfg.policy_file.as_deref().map(Path::new))?;
     let host = cfg.bind_host.clone();
     let mut tasks = Vec::new();
@@ -239,6 +243,17 @@ async fn start(
             if let Some(pw) = admin_password {
                 identity.bootstrap(pw).await?;
             }
+            // Host agents authenticate as this service user (admin in the service project)
+            // to reach /agent/v1.
+            match agent_password {
+                Some(pw) => identity
+                    .ensure_service_user(AGENT_USER, pw)
+                    .await
+                    .context("creating the neutrino-agent service user")?,
+                None => tracing::info!(
+                    "[neutrino] agent_password is not set: no {AGENT_USER} service user"
+                ),
+            }
             let id_host = cfg.ini.string("neutrino", "identity_bind_host", &host);
             let listener = bind(&id_host, identity_port, "identity API").await?;
             tracing::info!(addr = %listener.local_addr()?, "identity (Keystone v3) listening");
@@ -248,6 +263,8 @@ async fn start(
     };
     let port = cfg.bind_port;
     let state = ApiState::try_new(db, cfg, policy, auth_hook(validator))?;
+    // DHCP failover and change-log retention; ends with the process.
+    tokio::spawn(neutrino_api::scheduler::run_background(state.clone()));
     let listener = bind(&host, port, "network API").await?;
     tracing::info!(addr = %listener.local_addr()?, "network API (Neutron v2.0) listening");
     tasks.push(serve(listener, neutrino_api::router(state)));
@@ -263,10 +280,17 @@ async fn server(cfg: Config) -> Result<()> {
     let identity_port = u16::try_from(cfg.ini.int("neutrino", "identity_port", 5000)?)
         .context("[neutrino] identity_port is not a TCP port")?;
     let admin_password = cfg.ini.opt_string("neutrino", "admin_password");
-    start(cfg, db, identity_port, admin_password.as_deref())
-        .await?
-        .wait()
-        .await
+    let agent_password = cfg.ini.opt_string("neutrino", "agent_password");
+    start(
+        cfg,
+        db,
+        identity_port,
+        admin_password.as_deref(),
+        agent_password.as_deref(),
+    )
+    .await?
+    .wait()
+    .await
 }
 
 fn random_password() -> String {
@@ -276,6 +300,21 @@ fn random_password() -> String {
     (0..24)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
+}
+
+/// The user host agents authenticate as.
+const AGENT_USER: &str = "neutrino-agent";
+
+/// A password kept in a private file of the state directory, generated on first use.
+fn read_or_generate(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(p) if !p.trim().is_empty() => Ok(p.trim().to_string()),
+        _ => {
+            let p = random_password();
+            write_private(path, &format!("{p}\n"))?;
+            Ok(p)
+        }
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
@@ -361,7 +400,18 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     let auth_url = format!("http://{public_host}:{identity_port}/v3");
     let region = cfg.ini.string("neutrino", "region", "RegionOne");
     let api_port = cfg.bind_port;
-    let running = start(cfg, db, identity_port, Some(&password)).await?;
+    let agent_password = match cfg.ini.opt_string("neutrino", "agent_password") {
+        Some(p) => p,
+        None => read_or_generate(&dir.join("agent-password"))?,
+    };
+    let running = start(
+        cfg,
+        db,
+        identity_port,
+        Some(&password),
+        Some(&agent_password),
+    )
+    .await?;
     let clouds = dir.join("clouds.yaml");
     write_private(&clouds, &clouds_yaml(&auth_url, &password, &region))?;
     let mut out = std::io::stderr().lock();

@@ -232,6 +232,12 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2016-02-24T17:00:00-00:00",
     ),
     (
+        "service-type",
+        "Neutron Service Type Management",
+        "API for retrieving service providers for Neutron advanced services",
+        "2013-01-20T00:00:00-00:00",
+    ),
+    (
         "sorting",
         "Sorting support",
         "Extension that indicates that sorting is enabled.",
@@ -298,6 +304,7 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v2.0/extensions", get(list))
         .route("/v2.0/extensions/{alias}", get(show))
+        .route("/v2.0/service-providers", get(service_providers))
 }
 
 fn doc(e: &(&str, &str, &str, &str)) -> Value {
@@ -307,6 +314,11 @@ fn doc(e: &(&str, &str, &str, &str)) -> Value {
 /// Whether an alias is implemented.
 pub fn enabled(alias: &str) -> bool {
     EXTENSIONS.iter().any(|e| e.0 == alias)
+}
+
+/// `GET /v2.0/service-providers` (service-type): no advanced-service drivers are loaded yet.
+async fn service_providers(Extension(_ctx): Extension<Context>) -> ApiResult<Response> {
+    Ok(common::ok("service_providers", Value::Array(vec![])))
 }
 
 async fn list(Extension(_ctx): Extension<Context>) -> ApiResult<Response> {

@@ -1,4 +1,5 @@
-//! The `neutrino` binary: subcommands `server`, `all-in-one`, `db upgrade`, `bench`.
+//! The `neutrino` binary: subcommands `server`, `all-in-one`, `agent`, `probe`, `db upgrade`,
+//! `bench`.
 //!
 //! Owns process start-up only: reading configuration files, opening and migrating the store,
 //! wiring identity (embedded Keystone or an external one) into the network API, binding the
@@ -17,6 +18,7 @@ use neutrino_core::config::{Config, Ini};
 use neutrino_identity::{Identity, IdentityConfig, RemoteKeystone, TokenValidator};
 
 mod bench;
+mod host_cmds;
 
 /// OpenStack Networking (Neutron), rebuilt in Rust.
 #[derive(Parser, Debug)]
@@ -35,8 +37,13 @@ enum Cmd {
         #[arg(long = "config-file")]
         config_file: Vec<PathBuf>,
     },
-    /// Run everything on this host with SQLite in a state directory: identity, API.
+    /// Run everything on this host with SQLite in a state directory: identity, API, and
+    /// (`--agent`) the host agent for this host.
     AllInOne(AllInOne),
+    /// Run the host agent (L2: Linux bridge + VXLAN; DHCP: dnsmasq) for one host.
+    Agent(host_cmds::AgentArgs),
+    /// Namespace "instances" plugged into ports, for debugging and tests.
+    Probe(host_cmds::ProbeArgs),
     /// Database schema management.
     Db {
         #[command(subcommand)]
@@ -63,6 +70,14 @@ struct AllInOne {
     /// Network API port.
     #[arg(long)]
     api_port: Option<u16>,
+    /// Also run the host agent for this host (L2 + DHCP in this machine's namespace); the
+    /// default is `[neutrino] all_in_one_agent` (false: several all-in-ones on one machine,
+    /// as in the test suites, would fight over the same namespace).
+    #[arg(long, conflicts_with = "no_agent")]
+    agent: bool,
+    /// Do not run the host agent (API only).
+    #[arg(long)]
+    no_agent: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,6 +121,8 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Bench(args) => bench::run(args).await,
+            Cmd::Agent(args) => host_cmds::agent(args, shutdown_signal()).await,
+            Cmd::Probe(args) => host_cmds::probe(args).await,
         }
     })
 }
@@ -121,6 +138,7 @@ fn init_logging() {
 
 /// Options of this binary in the `[neutrino]` section (not Neutron's).
 const OWN_OPTIONS: &[(&str, &str)] = &[
+    ("neutrino", "all_in_one_agent"),
     ("neutrino", "admin_password"),
     ("neutrino", "agent_password"),
     ("neutrino", "identity_port"),
@@ -225,6 +243,7 @@ async fn start(
         .iter()
         .chain(neutrino_api::ml2::KNOWN_OPTIONS)
         .chain(neutrino_api::agents::KNOWN_OPTIONS)
+        .chain(neutrino_agent::config::KNOWN_OPTIONS)
         .copied()
         .collect();
     cfg.log_unknown(&known);
@@ -404,6 +423,9 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
         Some(p) => p,
         None => read_or_generate(&dir.join("agent-password"))?,
     };
+    let agent_ini = cfg.ini.clone();
+    let with_agent =
+        a.agent || (!a.no_agent && cfg.ini.boolean("neutrino", "all_in_one_agent", false)?);
     let running = start(
         cfg,
         db,
@@ -412,6 +434,15 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
         Some(&agent_password),
     )
     .await?;
+    if with_agent {
+        host_cmds::spawn_all_in_one_agent(
+            agent_ini,
+            &dir,
+            &auth_url,
+            &format!("http://{public_host}:{api_port}"),
+            &agent_password,
+        );
+    }
     let clouds = dir.join("clouds.yaml");
     write_private(&clouds, &clouds_yaml(&auth_url, &password, &region))?;
     let mut out = std::io::stderr().lock();

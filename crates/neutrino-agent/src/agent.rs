@@ -1,0 +1,392 @@
+//! The agent process: heartbeats, state sync with the server, and the reconcile loop.
+//!
+//! Start-up: report every role's agent (`start_flag`), fetch the full host state, run a
+//! first pass that also sweeps stale objects with our prefixes. Then:
+//!
+//! - a long-poll task follows `/changes` from the state's `seq`; any relevant change (or a
+//!   `410`) asks the loop for a fresh full state (the state is what reconcilers read, so a
+//!   change's own document is only a wake-up — see `docs/decisions/0003-*`);
+//! - `ip monitor link` wakes the loop when devices come and go;
+//! - the loop runs a pass every `polling_interval` anyway (respawns dead dnsmasq, repairs
+//!   drift), and refetches the state every `full_resync_interval`;
+//! - a failed pass is retried with exponential backoff (1 s … 30 s).
+//!
+//! Triggers coalesce: one pass in flight, one queued at most. When the server cannot be
+//! reached the loop keeps reconciling to the last state it had: it never tears anything
+//! down for lack of an answer, and it never touches the dataplane on exit, so restarting the
+//! agent (or the server) does not interrupt traffic.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use neutrino_host::monitor::LinkMonitor;
+use neutrino_host::{IpNet, Net, Procs, RealProcs};
+use neutrino_wire::{AgentReport, agent_type};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::client::{ApiClient, ClientError, Credentials};
+use crate::config::AgentConfig;
+use crate::dhcp::{Dhcp, DhcpSettings};
+use crate::l2::{L2, L2Settings};
+use crate::model::HostModel;
+use crate::runner::{Pass, Reconciler, run_pass};
+
+/// The agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A reconcile pass crashed.
+    #[error("reconcile pass crashed: {0}")]
+    Crashed(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Wake {
+    /// The server has changes for us: fetch the state.
+    Changed,
+    /// Something changed on the host.
+    Links,
+}
+
+/// The agents this process reports (one per role).
+pub fn reports(cfg: &AgentConfig) -> Vec<AgentReport> {
+    let mut out = Vec::new();
+    let mut conf = serde_json::Map::new();
+    conf.insert("interface_mappings".into(), json!(cfg.interface_mappings));
+    conf.insert("bridge_mappings".into(), json!({}));
+    conf.insert("devices".into(), json!(0));
+    match &cfg.vxlan {
+        Some(v) => {
+            conf.insert("tunnel_types".into(), json!(["vxlan"]));
+            conf.insert("tunneling_ip".into(), json!(v.local_ip.to_string()));
+            conf.insert("l2_population".into(), json!(v.l2_population));
+            conf.insert("arp_responder_enabled".into(), json!(v.arp_responder));
+        }
+        None => {
+            conf.insert("tunnel_types".into(), json!([]));
+            conf.insert("l2_population".into(), json!(false));
+        }
+    }
+    conf.insert("firewall_driver".into(), json!(cfg.firewall_driver.clone()));
+    out.push(AgentReport {
+        host: cfg.host.clone(),
+        agent_type: agent_type::LINUXBRIDGE.into(),
+        binary: "neutron-linuxbridge-agent".into(),
+        topic: "N/A".into(),
+        availability_zone: None,
+        configurations: conf,
+        start_flag: true,
+        resource_versions: None,
+    });
+    if let Some(d) = &cfg.dhcp {
+        let mut conf = serde_json::Map::new();
+        conf.insert(
+            "dhcp_driver".into(),
+            json!("neutron.agent.linux.dhcp.Dnsmasq"),
+        );
+        conf.insert("dhcp_lease_duration".into(), json!(d.lease_duration));
+        conf.insert("log_agent_heartbeats".into(), Value::Bool(false));
+        out.push(AgentReport {
+            host: cfg.host.clone(),
+            agent_type: agent_type::DHCP.into(),
+            binary: "neutron-dhcp-agent".into(),
+            topic: "dhcp_agent".into(),
+            availability_zone: Some(cfg.availability_zone.clone()),
+            configurations: conf,
+            start_flag: true,
+            resource_versions: None,
+        });
+    }
+    out
+}
+
+/// The service credentials of the configuration.
+pub fn credentials(cfg: &AgentConfig) -> Credentials {
+    Credentials {
+        auth_url: cfg.server.identity_url.clone(),
+        username: cfg.server.username.clone(),
+        password: cfg.server.password.clone(),
+        project_name: cfg.server.project_name.clone(),
+        user_domain_name: cfg.server.user_domain_name.clone(),
+        project_domain_name: cfg.server.project_domain_name.clone(),
+        region: None,
+        interface: "public".into(),
+    }
+}
+
+/// The reconcilers of the configured roles, in dependency order: DHCP creates its port's
+/// device, L2 wires every bound port's device (the DHCP port's included).
+pub fn reconcilers(
+    cfg: &AgentConfig,
+    net: Arc<dyn Net>,
+    procs: Arc<dyn Procs>,
+) -> Vec<Box<dyn Reconciler>> {
+    let mut v: Vec<Box<dyn Reconciler>> = Vec::new();
+    if let Some(d) = &cfg.dhcp {
+        v.push(Box::new(Dhcp::new(
+            net.clone(),
+            procs,
+            DhcpSettings {
+                cfg: d.clone(),
+                dir: cfg.state_path.join("dhcp"),
+            },
+        )));
+    }
+    v.push(Box::new(L2::new(
+        net,
+        L2Settings {
+            mappings: cfg.interface_mappings.clone(),
+            vxlan: cfg.vxlan.clone(),
+        },
+    )));
+    v
+}
+
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
+async fn heartbeat(client: Arc<ApiClient>, mut reports: Vec<AgentReport>, interval: u64) {
+    let mut interval = Duration::from_secs(interval);
+    let mut failures = 0;
+    loop {
+        let mut ok = true;
+        for r in reports.iter_mut() {
+            match client.report(r).await {
+                Ok(reply) => {
+                    if r.start_flag {
+                        tracing::info!(agent_type = %r.agent_type, status = ?reply.status, "agent registered");
+                    }
+                    r.start_flag = false;
+                    interval = interval.min(Duration::from_secs(reply.report_interval.max(1)));
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::warn!(agent_type = %r.agent_type, error = %e, "heartbeat failed");
+                }
+            }
+        }
+        failures = if ok { 0 } else { failures + 1 };
+        let wait = if ok {
+            interval
+        } else {
+            backoff(failures).min(interval)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn follow_changes(
+    client: Arc<ApiClient>,
+    host: String,
+    mut seq: watch::Receiver<Option<i64>>,
+    wake: mpsc::UnboundedSender<Wake>,
+) {
+    let mut since = loop {
+        if let Some(s) = *seq.borrow_and_update() {
+            break s;
+        }
+        if seq.changed().await.is_err() {
+            return;
+        }
+    };
+    let mut failures = 0;
+    loop {
+        match client.changes(&host, since, 30).await {
+            Ok(b) => {
+                failures = 0;
+                if !b.changes.is_empty() {
+                    tracing::debug!(n = b.changes.len(), seq = b.seq, "changes");
+                    if wake.send(Wake::Changed).is_err() {
+                        return;
+                    }
+                }
+                since = since.max(b.seq);
+            }
+            Err(ClientError::Gone) => {
+                tracing::warn!(since, "change log cursor gone: full resync");
+                if wake.send(Wake::Changed).is_err() {
+                    return;
+                }
+                if seq.changed().await.is_err() {
+                    return;
+                }
+                since = seq.borrow_and_update().unwrap_or(since);
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "waiting for changes failed");
+                tokio::time::sleep(backoff(failures)).await;
+                // Whatever happened meanwhile is still in the log after `since`.
+            }
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves. Leaves the dataplane as it is on exit.
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let net: Arc<dyn Net> = Arc::new(IpNet);
+    let procs: Arc<dyn Procs> = Arc::new(RealProcs);
+    let recs = reconcilers(&cfg, net, procs);
+    run_with(cfg, recs, shutdown).await
+}
+
+/// [`run`] with given reconcilers.
+pub async fn run_with(
+    cfg: AgentConfig,
+    mut recs: Vec<Box<dyn Reconciler>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    if cfg.enable_security_group && cfg.firewall_driver != "noop" {
+        tracing::warn!(
+            firewall_driver = %cfg.firewall_driver,
+            "security groups are not enforced by this agent yet (the nftables reconciler is not built)"
+        );
+    }
+    let client = Arc::new(ApiClient::new(
+        credentials(&cfg),
+        cfg.server.server_url.clone(),
+    )?);
+    let host = cfg.host.clone();
+    tracing::info!(%host, roles = recs.len(), "agent starting");
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(heartbeat(
+        client.clone(),
+        reports(&cfg),
+        cfg.report_interval,
+    ));
+    let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
+    let (seq_tx, seq_rx) = watch::channel(None);
+    tasks.spawn(follow_changes(
+        client.clone(),
+        host.clone(),
+        seq_rx,
+        wake_tx.clone(),
+    ));
+    let link_tx = wake_tx.clone();
+    let _monitor = match LinkMonitor::spawn(
+        move || {
+            let _ = link_tx.send(Wake::Links);
+        },
+        || tracing::warn!("link monitor stopped; relying on periodic passes"),
+    ) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "no link monitor; relying on periodic passes");
+            None
+        }
+    };
+    let poll = Duration::from_secs(cfg.polling_interval);
+    let full = Duration::from_secs(cfg.full_resync_interval);
+    let mut model: Option<Arc<HostModel>> = None;
+    let mut need_state = true;
+    let mut last_state = Instant::now();
+    let mut startup = true;
+    let mut failures = 0u32;
+    let mut next = tokio::time::Instant::now();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            w = wake_rx.recv() => if let Some(Wake::Changed) = w { need_state = true },
+            _ = tokio::time::sleep_until(next) => {},
+        }
+        // Let a burst of triggers settle, then take them all.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(w) = wake_rx.try_recv() {
+            if let Wake::Changed = w {
+                need_state = true;
+            }
+        }
+        if need_state || last_state.elapsed() >= full {
+            match client.state(&host).await {
+                Ok(st) => {
+                    let m = HostModel::from_state(&st);
+                    tracing::debug!(
+                        seq = st.seq,
+                        networks = m.networks.len(),
+                        ports = m.ports.len(),
+                        "host state"
+                    );
+                    let _ = seq_tx.send(Some(st.seq));
+                    model = Some(Arc::new(m));
+                    need_state = false;
+                    last_state = Instant::now();
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error = %e, "cannot fetch the host state; keeping the last one");
+                }
+            }
+        }
+        let Some(m) = model.clone() else {
+            next = tokio::time::Instant::now() + backoff(failures);
+            continue;
+        };
+        let first = startup;
+        let moved = std::mem::take(&mut recs);
+        let started = Instant::now();
+        let (back, mut pass) = tokio::task::spawn_blocking(move || {
+            let mut recs = moved;
+            let mut pass = Pass {
+                startup: first,
+                ..Pass::default()
+            };
+            run_pass(&mut recs, &m, &mut pass);
+            (recs, pass)
+        })
+        .await
+        .map_err(|e| AgentError::Crashed(e.to_string()))?;
+        recs = back;
+        if first {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis(),
+                "start-up sync and sweep done"
+            );
+        }
+        startup = false;
+        if pass.changes > 0 {
+            tracing::debug!(
+                changes = pass.changes,
+                elapsed_ms = started.elapsed().as_millis(),
+                "pass applied changes"
+            );
+        }
+        for (port, status) in std::mem::take(&mut pass.port_status) {
+            match client.port_status(&port, &host, status).await {
+                Ok(()) => {
+                    tracing::info!(port_id = %port, status = status.as_str(), "port status reported")
+                }
+                Err(e) if matches!(e.status(), Some(404 | 409)) => {
+                    tracing::debug!(port_id = %port, error = %e, "port status not taken")
+                }
+                Err(e) => tracing::warn!(port_id = %port, error = %e, "port status report failed"),
+            }
+        }
+        match pass.result() {
+            Ok(()) if !need_state => {
+                failures = 0;
+                next = tokio::time::Instant::now() + poll;
+            }
+            Ok(()) => {
+                next = tokio::time::Instant::now() + backoff(failures);
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, retry_in_s = backoff(failures).as_secs(), "reconcile pass had failures");
+                next = tokio::time::Instant::now()
+                    + backoff(failures).min(poll.max(Duration::from_secs(1)) * 15);
+            }
+        }
+    }
+    tasks.abort_all();
+    tracing::info!("agent stopped (dataplane left in place)");
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Observe DHCP namespaces, devices, files and dnsmasq processes; apply the difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use neutrino_host::procs::DaemonAction;
+use neutrino_host::{Daemon, HostError, LinkChange, Net, ProcessManager, Procs, fs};
+
+use super::desired::{DhcpInstance, DhcpSettings, render};
+use crate::model::HostModel;
+use crate::names;
+use crate::runner::{Pass, Reconciler};
+
+const NAME: &str = "dhcp";
+const DNSMASQ: &str = "dnsmasq";
+
+/// The DHCP reconciler.
+pub struct Dhcp {
+    net: Arc<dyn Net>,
+    procs: Arc<dyn Procs>,
+    settings: DhcpSettings,
+}
+
+fn step(pass: &mut Pass, object: &str, r: Result<(), HostError>) -> bool {
+    match r {
+        Ok(()) => {
+            pass.changes += 1;
+            true
+        }
+        Err(e) => {
+            pass.fail(NAME, object, e);
+            false
+        }
+    }
+}
+
+impl Dhcp {
+    /// A reconciler acting through `net` and `procs`.
+    pub fn new(net: Arc<dyn Net>, procs: Arc<dyn Procs>, settings: DhcpSettings) -> Self {
+        Dhcp {
+            net,
+            procs,
+            settings,
+        }
+    }
+
+    fn ensure(&self, d: &DhcpInstance, have_ns: bool, pass: &mut Pass) {
+        let net = &*self.net;
+        let ns = Some(d.netns.as_str());
+        // The directory first: it is the record that this namespace is ours (the sweep
+        // only ever removes namespaces with a directory in our state path).
+        if let Err(source) = std::fs::create_dir_all(&d.dir) {
+            let path = d.dir.clone();
+            return pass.fail(
+                NAME,
+                &d.network_id,
+                HostError::Io {
+                    op: "creating",
+                    path,
+                    source,
+                },
+            );
+        }
+        if !have_ns {
+            tracing::info!(network_id = %d.network_id, netns = %d.netns, "creating DHCP namespace");
+            if !step(pass, &d.netns, net.add_netns(&d.netns)) {
+                return;
+            }
+        }
+        let links = match net.links(ns) {
+            Ok(l) => l,
+            Err(e) if have_ns => {
+                // A name without a namespace behind it (a stale /run/netns entry, e.g. from
+                // a process whose mount tree was private): recreate it.
+                tracing::warn!(netns = %d.netns, error = %e, "unusable DHCP namespace: recreating");
+                if !step(pass, &d.netns, net.del_netns(&d.netns))
+                    || !step(pass, &d.netns, net.add_netns(&d.netns))
+                {
+                    return;
+                }
+                match net.links(ns) {
+                    Ok(l) => l,
+                    Err(e) => return pass.fail(NAME, &d.netns, e),
+                }
+            }
+            Err(e) => return pass.fail(NAME, &d.netns, e),
+        };
+        let dev = links.iter().find(|l| l.name == d.ns_dev);
+        if dev.is_none() {
+            // A host-side half left from an interrupted creation would block the pair.
+            let host_half = net
+                .links(None)
+                .map(|l| l.iter().any(|x| x.name == d.tap))
+                .unwrap_or(false);
+            if host_half {
+                step(pass, &d.tap, net.del_link(None, &d.tap));
+            }
+            if !step(pass, &d.ns_dev, net.add_veth(None, &d.tap, &d.ns_dev, ns)) {
+                return;
+            }
+        }
+        let mut ch = Vec::new();
+        if dev.is_none_or(|l| l.mac != d.mac) {
+            ch.push(LinkChange::Mac(d.mac.clone()));
+        }
+        if d.mtu > 0 && dev.is_none_or(|l| l.mtu != d.mtu) {
+            ch.push(LinkChange::Mtu(d.mtu));
+        }
+        if dev.is_none_or(|l| !l.up) {
+            ch.push(LinkChange::Up);
+        }
+        if !ch.is_empty() {
+            step(pass, &d.ns_dev, net.set_link(ns, &d.ns_dev, &ch));
+        }
+        match net.addrs(ns, &d.ns_dev) {
+            Ok(have) => {
+                let have: BTreeSet<String> = have.into_iter().collect();
+                let want: BTreeSet<String> = d.addrs.iter().cloned().collect();
+                for a in want.difference(&have) {
+                    step(pass, &d.ns_dev, net.add_addr(ns, &d.ns_dev, a));
+                }
+                for a in have.difference(&want) {
+                    step(pass, &d.ns_dev, net.del_addr(ns, &d.ns_dev, a));
+                }
+            }
+            Err(e) => pass.fail(NAME, &d.ns_dev, e),
+        }
+        let mut changed = false;
+        for (file, content) in [
+            ("host", &d.files.host),
+            ("addn_hosts", &d.files.addn_hosts),
+            ("opts", &d.files.opts),
+        ] {
+            match fs::write_if_changed(&d.dir.join(file), content) {
+                Ok(c) => changed |= c,
+                Err(e) => pass.fail(NAME, &d.network_id, e),
+            }
+        }
+        let daemon = Daemon {
+            netns: Some(d.netns.clone()),
+            argv: d.argv.clone(),
+            pid_file: d.dir.join("pid"),
+        };
+        match ProcessManager::new(&*self.procs).ensure(&daemon, changed) {
+            Ok(DaemonAction::Unchanged) => {}
+            Ok(a) => {
+                pass.changes += 1;
+                tracing::info!(network_id = %d.network_id, action = ?a, "dnsmasq");
+            }
+            Err(e) => pass.fail(NAME, &d.network_id, e),
+        }
+    }
+
+    /// Tears down one network's DHCP server, keeping going past failures.
+    fn remove(&self, network_id: &str, pass: &mut Pass) {
+        tracing::info!(%network_id, startup = pass.startup, "removing DHCP server");
+        let dir = self.settings.dir.join(network_id);
+        let netns = names::dhcp_ns(network_id);
+        let pm = ProcessManager::new(&*self.procs);
+        step(pass, network_id, pm.stop(DNSMASQ, &dir.join("pid")));
+        // Any other dnsmasq left in the namespace (pid file lost) goes too.
+        match self.procs.netns_pids(&netns) {
+            Ok(pids) => {
+                for pid in pids {
+                    let is_dnsmasq = self
+                        .procs
+                        .cmdline(pid)
+                        .and_then(|c| c.first().cloned())
+                        .is_some_and(|p| p.rsplit('/').next() == Some(DNSMASQ));
+                    if is_dnsmasq {
+                        step(pass, &netns, pm.terminate(pid));
+                    }
+                }
+            }
+            Err(e) => pass.fail(NAME, &netns, e),
+        }
+        step(pass, &netns, self.net.del_netns(&netns));
+        step(pass, network_id, fs::remove_dir(&dir));
+    }
+}
+
+impl Reconciler for Dhcp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn reconcile(&mut self, desired: &HostModel, pass: &mut Pass) {
+        let want = render(desired, &self.settings);
+        let netns: BTreeMap<String, bool> = match self.net.netns_list(None) {
+            Ok(l) => l.into_iter().map(|n| (n.name, n.id.is_some())).collect(),
+            Err(e) => return pass.fail(NAME, "netns", e),
+        };
+        for d in want.values() {
+            self.ensure(d, netns.contains_key(&d.netns), pass);
+        }
+        // Sweep what is ours and unwanted: networks with a directory in our state path.
+        // Another agent's `qdhcp-` namespaces on the same machine (test hosts, a second
+        // all-in-one) have no directory here and are never touched.
+        let dirs: BTreeSet<String> = match fs::list_dir(&self.settings.dir) {
+            Ok(d) => d.into_iter().filter(|n| !n.ends_with(".tmp")).collect(),
+            Err(e) => {
+                pass.fail(NAME, self.settings.dir.display().to_string(), e);
+                BTreeSet::new()
+            }
+        };
+        let stale: BTreeSet<String> = dirs
+            .iter()
+            .filter(|n| !want.contains_key(*n))
+            .cloned()
+            .collect();
+        if pass.startup {
+            for (name, linked) in &netns {
+                if let Some(id) = name.strip_prefix(names::DHCP_NS_PREFIX)
+                    && *linked
+                    && !want.contains_key(id)
+                    && !dirs.contains(id)
+                {
+                    tracing::warn!(netns = %name, "DHCP namespace linked to this host but not recorded as ours: left alone");
+                }
+            }
+        }
+        for id in stale {
+            self.remove(&id, pass);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::desired::tests::{DPORT, NET, model, settings};
+    use neutrino_host::fake::{FakeNet, FakeProcs};
+    use neutrino_host::procs::Signal;
+
+    fn tmpdir(tag: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("neutrino-dhcp-{tag}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn builds_namespace_port_and_dnsmasq_then_reloads_only_on_change() {
+        let dir = tmpdir("a");
+        let net = Arc::new(FakeNet::new());
+        let procs = Arc::new(FakeProcs::default());
+        let mut r = Dhcp::new(net.clone(), procs.clone(), settings(&dir));
+        let mut m = model();
+        let mut p = Pass::default();
+        r.reconcile(&m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        let ns = names::dhcp_ns(NET);
+        let dev = net.link(Some(&ns), &names::ns_dev(DPORT)).unwrap();
+        assert_eq!(dev.mac, "fa:16:3e:00:00:02");
+        assert!(dev.up);
+        assert_eq!(dev.mtu, 1450);
+        assert_eq!(
+            net.addrs(Some(&ns), &dev.name).unwrap(),
+            vec!["10.0.0.2/24"]
+        );
+        assert!(net.link(None, &names::tap(DPORT)).is_some());
+        assert_eq!(procs.running().len(), 1);
+        assert!(
+            std::fs::read_to_string(dir.join(NET).join("host"))
+                .unwrap()
+                .contains("10.0.0.5")
+        );
+        // Nothing changed: no host operation, no signal.
+        net.clear_ops();
+        let mut p = Pass::default();
+        r.reconcile(&m, &mut p);
+        assert!(net.ops().is_empty(), "{:?}", net.ops());
+        assert!(procs.signals().is_empty());
+        // A port's extra option changed: files rewritten, SIGHUP, no restart.
+        m.dhcp.get_mut(NET).unwrap().ports[1].extra_dhcp_opts[0].value = "10.0.0.8".into();
+        r.reconcile(&m, &mut Pass::default());
+        assert_eq!(procs.signals(), vec![Signal::Hup]);
+        // dnsmasq died: respawned.
+        procs.kill_all();
+        r.reconcile(&m, &mut Pass::default());
+        assert_eq!(procs.running().len(), 1);
+        // The network leaves the host: everything goes.
+        let mut p = Pass::default();
+        r.reconcile(&HostModel::default(), &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        assert!(net.netns_names().is_empty());
+        assert!(net.link(None, &names::tap(DPORT)).is_none());
+        assert!(procs.running().is_empty());
+        assert!(!dir.join(NET).exists());
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn leaves_other_hosts_namespaces_alone() {
+        let dir = tmpdir("b");
+        let net = Arc::new(FakeNet::new());
+        let procs = Arc::new(FakeProcs::default());
+        // Another agent's DHCP namespaces on the same machine: no directory of ours, whether
+        // linked to our namespace or not.
+        net.add_netns("qdhcp-other").unwrap();
+        net.add_netns("qdhcp-linked").unwrap();
+        net.add_veth(None, "tapx", "ns-x", Some("qdhcp-linked"))
+            .unwrap();
+        let mut r = Dhcp::new(net.clone(), procs, settings(&dir));
+        let mut p = Pass {
+            startup: true,
+            ..Pass::default()
+        };
+        r.reconcile(&HostModel::default(), &mut p);
+        assert_eq!(
+            net.netns_names(),
+            vec!["qdhcp-linked".to_string(), "qdhcp-other".to_string()]
+        );
+        fs::remove_dir(&dir).unwrap();
+    }
+}

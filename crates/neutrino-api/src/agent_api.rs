@@ -8,11 +8,13 @@
 //!   after SEQ that concern the host, each with the object's current document; 410 when SEQ
 //!   is no longer (or not yet) in the log.
 //! - `POST /agent/v1/ports/{id}/status`: the host wired or unwired a port.
+//! - `POST /agent/v1/floatingips/{id}/status`: the host's L3 agent configured a floating IP.
 //!
 //! Every call needs a token with the `admin` role (agents use the service user
 //! `neutrino-agent`). Which changes concern a host is decided from the store at read time:
 //! the host's *scope* (its bound ports, their networks and security groups, its DHCP
-//! networks, its agents) plus the binding history in `port_hosts`, so a change also reaches
+//! networks, its agents, the routers of its L3 agents) plus the binding history in
+//! `port_hosts`, so a change also reaches
 //! the host a port left or was on when it was deleted. The decision depends only on the log
 //! and the store, never on what was sent before, so a client resuming from its last `seq`
 //! receives exactly the relevant changes it missed.
@@ -37,12 +39,15 @@ use sqlx::{AnyConnection, Row};
 use neutrino_core::db::{self, Obj};
 use neutrino_core::{ApiError, ApiResult, Context};
 use neutrino_wire::{
-    AgentReport, Change, ChangeBatch, DhcpNetwork, HostState, L2PopHost, L2PopNetwork, L2PopPort,
-    MAX_POLL_SECONDS, NetworkState, PROTOCOL_VERSION, PortStatusReport, ReportReply,
-    SecurityGroupState,
+    AgentReport, Change, ChangeBatch, DhcpNetwork, FloatingIpStatusReport, HostState, L2PopHost,
+    L2PopNetwork, L2PopPort, MAX_POLL_SECONDS, NetworkState, PROTOCOL_VERSION, PortStatusReport,
+    ReportReply, RouterPortState, RouterState, SecurityGroupState, agent_type,
 };
 
-use crate::{ApiState, agents, ml2, networks, ports, scheduler, subnets};
+use crate::{
+    ApiState, agents, floatingips, l3_scheduler, ml2, networks, port_forwardings, ports, routers,
+    scheduler, subnets,
+};
 
 /// Change rows examined per round of a long-poll.
 const BATCH: i64 = 1000;
@@ -57,6 +62,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/agent/v1/hosts/{host}/state", get(state))
         .route("/agent/v1/hosts/{host}/changes", get(changes))
         .route("/agent/v1/ports/{id}/status", post(port_status))
+        .route("/agent/v1/floatingips/{id}/status", post(floatingip_status))
 }
 
 fn require_admin(ctx: &Context) -> ApiResult<()> {
@@ -140,7 +146,17 @@ async fn report(
     let now = agents::now_us();
     let mut tx = st.db.begin().await?;
     let (agent, status) = agents::report(&st, &mut tx, &r, now).await?;
+    // An L3 agent that registers, revives or restarts gets the routers lacking agents
+    // (Neutron's auto_schedule_routers on the agent's sync).
+    l3_scheduler::agent_reported(&st, &mut tx, &agent, status, r.start_flag).await?;
     st.db.commit(tx).await?;
+    // Live L3 agents' heartbeats drive router failover off dead ones (a live agent is needed
+    // to take them anyway); it is off unless allow_automatic_l3agent_failover.
+    if agent.agent_type == agent_type::L3
+        && let Err(e) = l3_scheduler::check_l3_failover(&st, now).await
+    {
+        tracing::error!(error = %e, "L3 agent failover check failed");
+    }
     let cfg = agents::config(&st);
     let reply = ReportReply {
         agent: agent.render(now, &cfg),
@@ -167,6 +183,8 @@ struct Scope {
     networks: BTreeSet<String>,
     /// Groups of the bound ports and the groups their rules reference.
     security_groups: BTreeSet<String>,
+    /// `(router id, agent id)` of the routers the host's L3 agents host.
+    routers: Vec<(String, String)>,
 }
 
 async fn scope(conn: &mut AnyConnection, host: &str) -> ApiResult<Scope> {
@@ -217,6 +235,7 @@ async fn scope(conn: &mut AnyConnection, host: &str) -> ApiResult<Scope> {
     )
     .await?;
     security_groups.extend(remote.into_iter().map(|(_, g)| g));
+    let routers = l3_scheduler::routers_on_host(conn, host).await?;
     Ok(Scope {
         host: host.to_string(),
         agents,
@@ -224,6 +243,7 @@ async fn scope(conn: &mut AnyConnection, host: &str) -> ApiResult<Scope> {
         dhcp,
         networks,
         security_groups,
+        routers,
     })
 }
 
@@ -383,6 +403,7 @@ pub async fn host_state(st: &ApiState, host: &str) -> ApiResult<HostState> {
             hosts: out_hosts,
         });
     }
+    let routers = router_states(&mut tx, &sc.routers).await?;
     tx.rollback().await?;
 
     Ok(HostState {
@@ -395,7 +416,78 @@ pub async fn host_state(st: &ApiState, host: &str) -> ApiResult<HostState> {
         dhcp,
         security_groups,
         l2pop,
+        routers,
     })
+}
+
+/// The routers of the host's L3 agents with their ports, subnets, floating IPs and port
+/// forwardings (Neutron's `sync_routers` data).
+async fn router_states(
+    conn: &mut AnyConnection,
+    hosted: &[(String, String)],
+) -> ApiResult<Vec<RouterState>> {
+    let mut out = Vec::with_capacity(hosted.len());
+    for (router_id, agent_id) in hosted {
+        let Some(router) = db::get(&mut *conn, &routers::KIND, router_id).await? else {
+            continue;
+        };
+        let mut gateway = None;
+        let mut interfaces = Vec::new();
+        for (ty, port) in routers::router_ports(conn, router_id).await? {
+            let subnets = if ty == routers::OWNER_GATEWAY {
+                db::list(
+                    &mut *conn,
+                    &subnets::KIND,
+                    Some(("network_id", str_of(&port, "network_id"))),
+                )
+                .await?
+            } else {
+                let ids: Vec<String> = port
+                    .get("fixed_ips")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f.get("subnet_id").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                bodies_in(conn, subnets::KIND.table, &ids).await?
+            };
+            let state = RouterPortState { port, subnets };
+            if ty == routers::OWNER_GATEWAY {
+                gateway = Some(state);
+            } else {
+                interfaces.push(state);
+            }
+        }
+        let floating_ips = db::list(
+            &mut *conn,
+            &floatingips::KIND,
+            Some(("router_id", router_id)),
+        )
+        .await?;
+        let mut pfs = Vec::new();
+        for f in &floating_ips {
+            pfs.extend(
+                db::list(
+                    &mut *conn,
+                    &port_forwardings::KIND,
+                    Some(("floatingip_id", str_of(f, "id"))),
+                )
+                .await?,
+            );
+        }
+        out.push(RouterState {
+            router,
+            agent_id: agent_id.clone(),
+            gateway,
+            interfaces,
+            floating_ips,
+            port_forwardings: pfs,
+        });
+    }
+    Ok(out)
 }
 
 fn port_ips(p: &Obj) -> Vec<String> {
@@ -542,6 +634,7 @@ async fn relevant(st: &ApiState, host: &str, rows: &[LogRow]) -> ApiResult<Vec<C
     let mut conn = st.db.reader().acquire().await?;
     let sc = scope(&mut conn, host).await?;
     let agent_ids: HashSet<&str> = sc.agents.iter().map(|a| a.id.as_str()).collect();
+    let hosted_routers: HashSet<&str> = sc.routers.iter().map(|(r, _)| r.as_str()).collect();
 
     // Binding history, networks and groups of the ports in the batch.
     let port_ids: Vec<String> = {
@@ -629,6 +722,24 @@ async fn relevant(st: &ApiState, host: &str, rows: &[LogRow]) -> ApiResult<Vec<C
                 // Deleted rules: the group's revision moves with them (see above).
                 g.is_some_and(|g| sc.security_groups.contains(&g))
             }
+            "router" => hosted_routers.contains(r.id.as_str()),
+            "floatingip" | "port_forwarding" => {
+                // Deleted ones are unknown here; their router is notified in the same
+                // transaction (l3_scheduler::notify_router), and that change reaches the host.
+                let sql = if r.resource == "floatingip" {
+                    "SELECT router_id FROM floatingips WHERE id = $1"
+                } else {
+                    "SELECT f.router_id FROM port_forwardings p \
+                     JOIN floatingips f ON f.id = p.floatingip_id WHERE p.id = $1"
+                };
+                let router: Option<Option<String>> = sqlx::query_scalar(sql)
+                    .bind(&r.id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                router
+                    .flatten()
+                    .is_some_and(|rid| hosted_routers.contains(rid.as_str()))
+            }
             agents::RESOURCE => {
                 if agent_ids.contains(r.id.as_str()) {
                     true
@@ -705,6 +816,9 @@ async fn current_object(
         "segment" => ml2::KIND.table,
         "security_group" => crate::security_groups::KIND.table,
         "security_group_rule" => "security_group_rules",
+        "router" => routers::KIND.table,
+        "floatingip" => floatingips::KIND.table,
+        "port_forwarding" => port_forwardings::KIND.table,
         agents::RESOURCE => {
             let cfg = agents::config(st);
             return Ok(agents::get_agent(&mut *conn, id).await?.map(|a| {
@@ -752,6 +866,44 @@ async fn port_status(
     }
     st.db.commit(tx).await?;
     Ok(crate::common::ok("port", Value::Object(port)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Floating IP status.
+
+/// The L3 agent on the reporting host configured (or removed, or failed) a floating IP
+/// (Neutron's `update_floatingip_statuses`). The floating IP's router must be hosted by an
+/// L3 agent on that host (409 `FloatingIPNotOnHost` otherwise, so a late report from the
+/// host a router moved away from cannot flip it).
+async fn floatingip_status(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    require_admin(&ctx)?;
+    let r: FloatingIpStatusReport = parse_body(&body)?;
+    let mut tx = st.db.begin().await?;
+    let Some(mut fip) = db::get_for_update(&mut tx, &st.db, &floatingips::KIND, &id).await? else {
+        return Err(floatingips::not_found(&id));
+    };
+    let hosted = l3_scheduler::routers_on_host(&mut tx, &r.host).await?;
+    let router = str_of(&fip, "router_id").to_string();
+    if router.is_empty() || !hosted.iter().any(|(rid, _)| *rid == router) {
+        return Err(ApiError::conflict(
+            "FloatingIPNotOnHost",
+            format!(
+                "Floating IP {id} is not served by a router on host {}.",
+                r.host
+            ),
+        ));
+    }
+    if str_of(&fip, "status") != r.status.as_str() {
+        fip.insert("status".into(), json!(r.status.as_str()));
+        db::save(&mut tx, &floatingips::KIND, &mut fip).await?;
+    }
+    st.db.commit(tx).await?;
+    Ok(crate::common::ok("floatingip", Value::Object(fip)))
 }
 
 // ---------------------------------------------------------------------------------------------

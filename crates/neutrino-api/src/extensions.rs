@@ -297,6 +297,72 @@ pub const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Enables allocation of subnets from a subnet pool",
         "2015-03-30T10:00:00-00:00",
     ),
+    (
+        "expose-port-forwarding-in-fip",
+        "Expose Floating IP port forwardings",
+        "Expose port forwarding fields in floating IP response",
+        "2018-06-28T16:00:00-00:00",
+    ),
+    (
+        "ext-gw-mode",
+        "Neutron L3 Configurable external gateway mode",
+        "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
+        "2013-03-28T10:00:00-00:00",
+    ),
+    (
+        "extraroute",
+        "Neutron Extra Route",
+        "Extra routes configuration for L3 router",
+        "2013-02-01T10:00:00-00:00",
+    ),
+    (
+        "extraroute-atomic",
+        "Atomically add/remove extra routes",
+        "Edit extra routes of a router on server side by atomically adding/removing extra routes",
+        "2019-07-10T00:00:00+00:00",
+    ),
+    (
+        "fip-port-details",
+        "Floating IP Port Details Extension",
+        "Add port_details attribute to Floating IP resource",
+        "2018-04-09T10:00:00-00:00",
+    ),
+    (
+        "floating-ip-port-forwarding",
+        "Floating IP Port Forwarding",
+        "Allow port forwarding from floating IP port to an internal port",
+        "2018-01-19T10:00:00-00:00",
+    ),
+    (
+        "floating-ip-port-forwarding-description",
+        "Floating IP Port Forwarding new attribute description",
+        "Add a description field to Port Forwarding rules",
+        "2019-11-01T10:00:00-00:00",
+    ),
+    (
+        "l3-ha",
+        "HA Router extension",
+        "Adds HA capability to routers.",
+        "2014-04-26T00:00:00-00:00",
+    ),
+    (
+        "l3_agent_scheduler",
+        "L3 Agent Scheduler",
+        "Schedule routers among l3 agents",
+        "2013-02-07T10:00:00-00:00",
+    ),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
+        "2012-07-20T10:00:00-00:00",
+    ),
+    (
+        "router_availability_zone",
+        "Router Availability Zone",
+        "Availability zone support for router.",
+        "2015-01-01T10:00:00-00:00",
+    ),
 ];
 
 /// Routes of this collection.

@@ -3,7 +3,7 @@
 //! Owns the HTTP surface on the network port: routing, authentication of each request (through
 //! the [`Authenticate`] hook the binary supplies), request ids, attribute validation, policy,
 //! and the resource services (networks, subnets, subnet pools, ports, quotas, tags, IP
-//! availability, RBAC policies, address scopes, address groups, ...). Handlers parse at the edge, call a service, and map the result; every write
+//! availability, RBAC policies, address scopes, address groups, routers, floating IPs, ...). Handlers parse at the edge, call a service, and map the result; every write
 //! is one store transaction. This crate must never talk to hosts or agents directly: it commits
 //! intent and the change log carries it onward.
 
@@ -29,14 +29,18 @@ pub mod availability_zones;
 pub mod binding;
 pub mod common;
 pub mod extensions;
+pub mod floatingips;
 pub mod ip_availability;
 pub mod ipam;
+pub mod l3_scheduler;
 pub mod ml2;
 pub mod networks;
 pub mod policy;
+pub mod port_forwardings;
 pub mod ports;
 pub mod quotas;
 pub mod rbac;
+pub mod routers;
 pub mod scheduler;
 pub mod security_group_rules;
 pub mod security_groups;
@@ -128,6 +132,10 @@ pub fn router(state: ApiState) -> Router {
         .merge(agents::routes())
         .merge(scheduler::routes())
         .merge(availability_zones::routes())
+        .merge(routers::routes())
+        .merge(floatingips::routes())
+        .merge(port_forwardings::routes())
+        .merge(l3_scheduler::routes())
         // The agent sync protocol shares the port and the authentication.
         .merge(agent_api::routes())
         .route("/v2.0", get(v2_index))
@@ -163,6 +171,8 @@ async fn v2_index(req: Request) -> Response {
         ("subnet", "subnets"),
         ("subnetpool", "subnetpools"),
         ("port", "ports"),
+        ("router", "routers"),
+        ("floatingip", "floatingips"),
     ]
     .iter()
     .map(|(name, coll)| {

@@ -421,6 +421,8 @@ async fn delete(
     };
     common::check_revision(expected, &net)?;
     common::enforce(&st, &ctx, "delete_network", &net)?;
+    // Floating IPs allocated from this (external) network go with it, as in Neutron.
+    crate::floatingips::network_deleting(&mut tx, &id).await?;
     let ports = db::list(&mut *tx, &ports::KIND, Some(("network_id", &id))).await?;
     if ports
         .iter()

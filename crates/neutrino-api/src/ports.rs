@@ -1917,6 +1917,8 @@ async fn delete(
         "delete_port",
         &networks::network_target(&net, &port),
     )?;
+    // L3: router and floating IP ports are refused, floating IPs disassociated.
+    crate::floatingips::port_deleted(&st, &mut tx, &port).await?;
     // Addresses go with the port in the same transaction (the foreign key cascades too).
     ipam::release_port(&mut tx, &id).await?;
     db::remove(&mut tx, &KIND, &port).await?;

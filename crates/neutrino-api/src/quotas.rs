@@ -40,6 +40,8 @@ const USAGE_TABLES: &[(&str, &str)] = &[
     ("rbac_policy", "rbac_policies"),
     ("security_group", "security_groups"),
     ("security_group_rule", "security_group_rules"),
+    ("router", "routers"),
+    ("floatingip", "floatingips"),
 ];
 
 /// The effective limit of `resource` for `project_id` (-1 = unlimited).

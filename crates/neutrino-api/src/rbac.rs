@@ -364,19 +364,27 @@ async fn network_users(
         .collect())
 }
 
-/// Projects using a network as an external network: owners of its router gateway and
-/// floating IP ports.
-// TODO(routers): when routers exist, count the projects of routers whose gateway port is on
-// the network (Neutron's check; gateway ports themselves belong to no project there).
+/// Projects using a network as an external network: the projects of the routers whose
+/// gateway port is on it (Neutron's `_validate_ext_not_in_use_by_tenant`; the gateway ports
+/// Neutron creates belong to no project), and the owners of any other port with a router
+/// gateway or floating IP owner there (ports created so through the port API).
 async fn gateway_users(tx: &mut sqlx::AnyConnection, net_id: &str) -> ApiResult<BTreeSet<String>> {
-    let rows: Vec<String> = sqlx::query_scalar(
+    let routers: Vec<String> = sqlx::query_scalar(
+        "SELECT r.project_id FROM routers r \
+         JOIN router_ports rp ON rp.router_id = r.id AND rp.port_type = 'network:router_gateway' \
+         JOIN ports p ON p.id = rp.port_id WHERE p.network_id = $1",
+    )
+    .bind(net_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let ports: Vec<String> = sqlx::query_scalar(
         "SELECT project_id FROM ports WHERE network_id = $1 \
          AND device_owner IN ('network:router_gateway', 'network:floatingip')",
     )
     .bind(net_id)
     .fetch_all(&mut *tx)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(routers.into_iter().chain(ports).collect())
 }
 
 /// Whether a network has router gateway ports (it may then not stop being external).

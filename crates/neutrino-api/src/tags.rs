@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use neutrino_core::db::{self, Kind, Obj};
 use neutrino_core::{ApiError, ApiResult, Context};
 
-use crate::{ApiState, common, networks, ports, security_groups, subnetpools, subnets};
+use crate::{
+    ApiState, common, floatingips, networks, ports, routers, security_groups, subnetpools, subnets,
+};
 
 const MAX_TAGS: usize = 50;
 
@@ -44,6 +46,8 @@ fn lookup(collection: &str) -> ApiResult<Taggable> {
         "subnetpools" => (&subnetpools::KIND, "Subnetpool"),
         "ports" => (&ports::KIND, "Port"),
         "security-groups" => (&security_groups::KIND, "Security Group"),
+        "routers" => (&routers::KIND, "Router"),
+        "floatingips" => (&floatingips::KIND, "Floating IP"),
         _ => return Err(common::hidden_not_found()),
     };
     Ok(Taggable { kind, title })
@@ -72,6 +76,8 @@ async fn readable(
         "networks" => networks::visible(ctx, obj),
         "subnetpools" => subnetpools::visible(ctx, obj),
         "security-groups" => security_groups::visibility(ctx, obj).0,
+        // Routers and floating IPs are never shared: the owner check above decides.
+        "routers" | "floatingips" => false,
         "subnets" | "ports" => {
             let net_id = obj
                 .get("network_id")

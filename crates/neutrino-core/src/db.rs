@@ -105,8 +105,8 @@ macro_rules! migrations {
 }
 
 /// Forward-only migrations, per backend: (version, name, SQL). Append, never edit.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite": 1 "core", 2 "identity", 3 "ml2", 4 "security_groups", 5 "rbac", 6 "agents");
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres": 1 "core", 2 "identity", 3 "ml2", 4 "security_groups", 5 "rbac", 6 "agents");
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite": 1 "core", 2 "identity", 3 "ml2", 4 "security_groups", 5 "rbac", 6 "agents", 7 "l3");
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres": 1 "core", 2 "identity", 3 "ml2", 4 "security_groups", 5 "rbac", 6 "agents", 7 "l3");
 
 type BoxFut<'c> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;

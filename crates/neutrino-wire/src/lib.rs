@@ -125,6 +125,80 @@ pub struct HostState {
     /// For each network in [`HostState::networks`]: the other hosts' tunnel endpoints and
     /// their ports' addresses (Neutron's l2population fdb entries).
     pub l2pop: Vec<L2PopNetwork>,
+    /// Routers scheduled to this host's L3 agent, with everything needed to build them
+    /// (Neutron's `sync_routers` answer). Empty on hosts without an L3 agent.
+    #[serde(default)]
+    pub routers: Vec<RouterState>,
+}
+
+/// A router the host's L3 agent hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterState {
+    /// The router document (`external_gateway_info`, `routes`, `admin_state_up`, `ha`, ...).
+    pub router: Doc,
+    /// The L3 agent (on this host) it is scheduled to.
+    pub agent_id: String,
+    /// The gateway port (`network:router_gateway`) and its subnets, when a gateway is set.
+    #[serde(default)]
+    pub gateway: Option<RouterPortState>,
+    /// The interface ports (`network:router_interface`) and their subnets.
+    #[serde(default)]
+    pub interfaces: Vec<RouterPortState>,
+    /// Floating IPs served by the router (`router_id` = this router), associated or held by
+    /// port forwardings.
+    #[serde(default)]
+    pub floating_ips: Vec<Doc>,
+    /// Port forwardings of those floating IPs (`floatingip_id`, `protocol`, `external_port`,
+    /// `internal_ip_address`, `internal_port`, ...).
+    #[serde(default)]
+    pub port_forwardings: Vec<Doc>,
+}
+
+/// One port of a router with the subnets of its fixed IPs (CIDR, gateway for the default
+/// route of the gateway port).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterPortState {
+    /// The port document.
+    pub port: Doc,
+    /// The subnets of its fixed IPs; for the gateway port, every subnet of the external
+    /// network.
+    pub subnets: Vec<Doc>,
+}
+
+/// `POST /agent/v1/floatingips/{id}/status`: the L3 agent hosting the floating IP's router
+/// configured (ACTIVE) or removed (DOWN) it, or failed to (ERROR).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloatingIpStatusReport {
+    /// The reporting host; its L3 agent must host the floating IP's router.
+    pub host: String,
+    /// New status (`ACTIVE`, `DOWN` or `ERROR`).
+    pub status: FloatingIpStatus,
+}
+
+/// Floating IP status an L3 agent may report (neutron-lib `FLOATINGIP_STATUS_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FloatingIpStatus {
+    /// Configured on the router.
+    #[serde(rename = "ACTIVE")]
+    Active,
+    /// Not configured.
+    #[serde(rename = "DOWN")]
+    Down,
+    /// Configuring it failed.
+    #[serde(rename = "ERROR")]
+    Error,
+}
+
+impl FloatingIpStatus {
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FloatingIpStatus::Active => "ACTIVE",
+            FloatingIpStatus::Down => "DOWN",
+            FloatingIpStatus::Error => "ERROR",
+        }
+    }
 }
 
 /// A network and what lives on it.
@@ -213,7 +287,7 @@ pub struct Change {
     /// Position in the change log.
     pub seq: i64,
     /// Singular resource name (`port`, `network`, `subnet`, `segment`, `security_group`,
-    /// `security_group_rule`, `agent`).
+    /// `security_group_rule`, `agent`, `router`, `floatingip`, `port_forwarding`).
     pub resource: String,
     /// Resource id.
     pub id: String,

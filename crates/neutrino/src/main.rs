@@ -242,6 +242,7 @@ async fn start(
     let known: Vec<(&str, &str)> = OWN_OPTIONS
         .iter()
         .chain(neutrino_api::ml2::KNOWN_OPTIONS)
+        .chain(neutrino_api::l3_scheduler::KNOWN_OPTIONS)
         .chain(neutrino_api::agents::KNOWN_OPTIONS)
         .chain(neutrino_agent::config::KNOWN_OPTIONS)
         .copied()

@@ -101,6 +101,29 @@ pub fn reports(cfg: &AgentConfig) -> Vec<AgentReport> {
             resource_versions: None,
         });
     }
+    if let Some(l3) = &cfg.l3 {
+        let mut conf = serde_json::Map::new();
+        conf.insert("agent_mode".into(), json!(l3.agent_mode));
+        conf.insert(
+            "handle_internal_only_routers".into(),
+            json!(l3.handle_internal_only_routers),
+        );
+        conf.insert("interface_driver".into(), json!("linuxbridge"));
+        conf.insert("external_network_bridge".into(), json!(""));
+        conf.insert("routers".into(), json!(0));
+        conf.insert("floating_ips".into(), json!(0));
+        conf.insert("log_agent_heartbeats".into(), Value::Bool(false));
+        out.push(AgentReport {
+            host: cfg.host.clone(),
+            agent_type: agent_type::L3.into(),
+            binary: "neutron-l3-agent".into(),
+            topic: "l3_agent".into(),
+            availability_zone: Some(cfg.availability_zone.clone()),
+            configurations: conf,
+            start_flag: true,
+            resource_versions: None,
+        });
+    }
     out
 }
 
@@ -136,13 +159,23 @@ pub fn reconcilers(
             },
         )));
     }
+    v.push(crate::secgroups::reconciler(cfg));
     v.push(Box::new(L2::new(
-        net,
+        net.clone(),
         L2Settings {
             mappings: cfg.interface_mappings.clone(),
             vxlan: cfg.vxlan.clone(),
         },
     )));
+    if cfg.l3.is_some() {
+        v.push(Box::new(crate::l3::L3::new(
+            net,
+            Arc::new(neutrino_host::nat::RealRouterOs),
+            crate::l3::L3Settings {
+                dir: cfg.state_path.join("l3"),
+            },
+        )));
+    }
     v
 }
 
@@ -244,12 +277,6 @@ pub async fn run_with(
     mut recs: Vec<Box<dyn Reconciler>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
-    if cfg.enable_security_group && cfg.firewall_driver != "noop" {
-        tracing::warn!(
-            firewall_driver = %cfg.firewall_driver,
-            "security groups are not enforced by this agent yet (the nftables reconciler is not built)"
-        );
-    }
     let client = Arc::new(ApiClient::new(
         credentials(&cfg),
         cfg.server.server_url.clone(),
@@ -368,6 +395,16 @@ pub async fn run_with(
                     tracing::debug!(port_id = %port, error = %e, "port status not taken")
                 }
                 Err(e) => tracing::warn!(port_id = %port, error = %e, "port status report failed"),
+            }
+        }
+        for (fip, status) in std::mem::take(&mut pass.floating_ip_status) {
+            match client.floatingip_status(&fip, &host, status).await {
+                Ok(()) => {
+                    tracing::info!(floatingip_id = %fip, status = status.as_str(), "floating IP status reported")
+                }
+                Err(e) => {
+                    tracing::warn!(floatingip_id = %fip, error = %e, "floating IP status report failed")
+                }
             }
         }
         match pass.result() {

@@ -347,6 +347,27 @@ impl ApiClient {
         .await
     }
 
+    /// `POST /agent/v1/floatingips/{id}/status`.
+    pub async fn floatingip_status(
+        &self,
+        fip_id: &str,
+        host: &str,
+        status: neutrino_wire::FloatingIpStatus,
+    ) -> Result<(), ClientError> {
+        let body = neutrino_wire::FloatingIpStatusReport {
+            host: host.to_string(),
+            status,
+        };
+        self.call::<_, Value>(
+            reqwest::Method::POST,
+            &format!("{PREFIX}/floatingips/{}/status", segment(fip_id)),
+            Some(&body),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `POST /agent/v1/ports/{id}/status`.
     pub async fn port_status(
         &self,

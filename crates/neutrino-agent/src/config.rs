@@ -76,6 +76,15 @@ pub struct DhcpConfig {
     pub lease_max: u64,
 }
 
+/// The L3 role's settings (l3_agent.ini `[DEFAULT]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L3Config {
+    /// `agent_mode` (only `legacy` is implemented).
+    pub agent_mode: String,
+    /// `handle_internal_only_routers`.
+    pub handle_internal_only_routers: bool,
+}
+
 /// How the agent reaches the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -121,6 +130,8 @@ pub struct AgentConfig {
     pub firewall_driver: String,
     /// The DHCP role, when on (`[neutrino] agent_roles` contains `dhcp`).
     pub dhcp: Option<DhcpConfig>,
+    /// The L3 role, when on (`[neutrino] agent_roles` contains `l3`).
+    pub l3: Option<L3Config>,
     /// The server.
     pub server: ServerConfig,
 }
@@ -138,6 +149,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("DEFAULT", "dnsmasq_lease_max"),
     ("DEFAULT", "interface_driver"),
     ("DEFAULT", "dhcp_driver"),
+    ("DEFAULT", "agent_mode"),
+    ("DEFAULT", "handle_internal_only_routers"),
     ("agent", "report_interval"),
     ("agent", "polling_interval"),
     ("agent", "availability_zone"),
@@ -238,11 +251,11 @@ impl AgentConfig {
         };
         let roles = ini.list("neutrino", "agent_roles", &["l2", "dhcp"]);
         for r in &roles {
-            if r != "l2" && r != "dhcp" {
+            if r != "l2" && r != "dhcp" && r != "l3" {
                 return Err(invalid(
                     "neutrino",
                     "agent_roles",
-                    format!("unknown role {r:?} (known: l2, dhcp)"),
+                    format!("unknown role {r:?} (known: l2, dhcp, l3)"),
                 ));
             }
         }
@@ -275,6 +288,26 @@ impl AgentConfig {
         } else {
             None
         };
+        let l3 = if roles.iter().any(|r| r == "l3") {
+            let agent_mode = ini.string("DEFAULT", "agent_mode", "legacy");
+            if agent_mode != "legacy" {
+                return Err(invalid(
+                    "DEFAULT",
+                    "agent_mode",
+                    format!("{agent_mode:?}: only legacy is implemented"),
+                ));
+            }
+            Some(L3Config {
+                agent_mode,
+                handle_internal_only_routers: ini.boolean(
+                    "DEFAULT",
+                    "handle_internal_only_routers",
+                    true,
+                )?,
+            })
+        } else {
+            None
+        };
         let password = match ini.opt_string("neutrino", "password") {
             Some(p) => p,
             None => match ini.opt_string("neutrino", "password_file") {
@@ -303,8 +336,9 @@ impl AgentConfig {
             interface_mappings,
             vxlan,
             enable_security_group: ini.boolean("securitygroup", "enable_security_group", true)?,
-            firewall_driver: ini.string("securitygroup", "firewall_driver", "noop"),
+            firewall_driver: ini.string("securitygroup", "firewall_driver", "nftables"),
             dhcp,
+            l3,
             server: ServerConfig {
                 identity_url,
                 server_url: ini.opt_string("neutrino", "server_url"),

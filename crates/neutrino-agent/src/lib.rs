@@ -17,10 +17,12 @@ pub mod clouds;
 pub mod config;
 pub mod dhcp;
 pub mod l2;
+pub mod l3;
 pub mod model;
 pub mod names;
 pub mod probe;
 pub mod runner;
+pub mod secgroups;
 
 pub use agent::{AgentError, run};
 pub use config::AgentConfig;

@@ -146,6 +146,10 @@ pub struct HostModel {
     pub dhcp: BTreeMap<String, DhcpNet>,
     /// Remote VTEPs per network id.
     pub l2pop: BTreeMap<String, Vec<RemoteHost>>,
+    /// Security groups of the bound ports (nftables firewall).
+    pub secgroups: crate::secgroups::SgModel,
+    /// Routers this host's L3 agent hosts.
+    pub routers: Vec<crate::l3::Router>,
 }
 
 fn parse_segment(d: &Doc) -> Segment {
@@ -340,6 +344,8 @@ impl HostModel {
             ports,
             dhcp,
             l2pop,
+            secgroups: crate::secgroups::SgModel::from_state(st),
+            routers: crate::l3::model::parse(&st.routers),
         }
     }
 }

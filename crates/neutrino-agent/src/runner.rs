@@ -18,7 +18,7 @@
 use std::fmt;
 
 use neutrino_host::HostError;
-use neutrino_wire::PortStatus;
+use neutrino_wire::{FloatingIpStatus, PortStatus};
 
 use crate::model::HostModel;
 
@@ -54,6 +54,8 @@ pub struct Pass {
     pub startup: bool,
     /// Port statuses to report to the server.
     pub port_status: Vec<(String, PortStatus)>,
+    /// Floating IP statuses to report to the server (L3).
+    pub floating_ip_status: Vec<(String, FloatingIpStatus)>,
     /// Failures so far.
     pub failures: Vec<Failure>,
     /// Host operations that changed something (for logs and tests).

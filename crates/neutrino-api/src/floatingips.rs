@@ -638,6 +638,13 @@ async fn update(
     let old_router = opt_str(&fip, "router_id");
     let assoc = check_and_get_assoc(&st, &mut tx, &ctx, &fip, port_req, fixed_ip).await?;
     apply_assoc(&mut fip, &assoc);
+    // A floating IP whose association changed is DOWN until the hosting L3 agent realises
+    // it (and stays DOWN once disassociated), as Neutron reports it.
+    if fip.get("port_id") != before.get("port_id")
+        || fip.get("fixed_ip_address") != before.get("fixed_ip_address")
+    {
+        fip.insert("status".into(), json!("DOWN"));
+    }
     if let Some(d) = changes.get("description") {
         fip.insert("description".into(), d.clone());
     }

@@ -120,6 +120,39 @@ pub fn run(argv: &[&str]) -> Result<String, HostError> {
     }
 }
 
+/// Runs `argv` with `input` on its stdin (`nft -f -`), returning its stdout; fails with its
+/// stderr.
+pub fn run_stdin(argv: &[&str], input: &str) -> Result<String, HostError> {
+    use std::io::Write as _;
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| HostError::Invalid("empty command".into()))?;
+    let spawn_err = |source| HostError::Spawn {
+        cmd: show(argv),
+        source,
+    };
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(spawn_err)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(HostError::Failed {
+            cmd: show(argv),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
 /// Runs `argv` and parses its stdout as JSON (iproute2's `-j`); empty output is `[]`.
 pub fn run_json<T: serde::de::DeserializeOwned + Default>(argv: &[&str]) -> Result<T, HostError> {
     let out = run(argv)?;

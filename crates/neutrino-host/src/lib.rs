@@ -19,7 +19,9 @@ pub mod exec;
 pub mod fake;
 pub mod fs;
 pub mod monitor;
+pub mod nat;
 pub mod net;
+pub mod nft;
 pub mod procs;
 
 pub use exec::HostError;

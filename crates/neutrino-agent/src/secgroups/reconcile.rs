@@ -1,0 +1,113 @@
+//! Applying the rendered tables: only what changed since the last successful apply, in one
+//! `nft -f` transaction.
+
+use std::sync::Arc;
+
+use neutrino_host::nft::Nft;
+
+use super::model::SgModel;
+use super::render::{BRIDGE_TABLE, INET_TABLE, Rendered, delta_script, full_script, render};
+use crate::model::HostModel;
+use crate::runner::{Pass, Reconciler};
+
+const NAME: &str = "secgroups";
+
+/// The nftables firewall driver.
+pub struct SecGroups {
+    nft: Arc<dyn Nft>,
+    /// What the bridge table holds, as of our last successful apply; None: unknown (start-up,
+    /// after a failure), so the next apply replaces the tables wholesale.
+    applied: Option<Rendered>,
+}
+
+impl SecGroups {
+    /// A reconciler applying through `nft`.
+    pub fn new(nft: Arc<dyn Nft>) -> Self {
+        SecGroups { nft, applied: None }
+    }
+
+    fn sync(&mut self, m: &SgModel, pass: &mut Pass) -> Result<(), neutrino_host::HostError> {
+        if self.nft.ensure_bridge_nf()? {
+            tracing::info!("bridge netfilter enabled for IPv4/IPv6 (conntrack of bridged traffic)");
+        }
+        let tables = self.nft.tables()?;
+        if !(tables.iter().any(|t| t == BRIDGE_TABLE) && tables.iter().any(|t| t == INET_TABLE)) {
+            if self.applied.is_some() {
+                tracing::warn!("security group tables missing; rebuilding them");
+            }
+            self.applied = None;
+        }
+        let want = render(m);
+        let script = match &self.applied {
+            None => Some(full_script(&want)),
+            Some(old) => delta_script(old, &want),
+        };
+        if let Some(script) = script {
+            self.applied = None;
+            let started = std::time::Instant::now();
+            self.nft.apply(&script)?;
+            tracing::debug!(
+                bytes = script.len(),
+                elapsed_ms = started.elapsed().as_millis(),
+                "nftables security groups applied"
+            );
+            pass.changes += 1;
+        }
+        self.applied = Some(want);
+        Ok(())
+    }
+}
+
+impl Reconciler for SecGroups {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn reconcile(&mut self, desired: &HostModel, pass: &mut Pass) {
+        if let Err(e) = self.sync(&desired.secgroups, pass) {
+            pass.fail(NAME, BRIDGE_TABLE, e);
+        }
+    }
+}
+
+/// `firewall_driver = noop` or `enable_security_group = false`: removes our tables if a
+/// previous run left them, and filters nothing.
+pub struct SecGroupsDisabled {
+    nft: Arc<dyn Nft>,
+    done: bool,
+}
+
+impl SecGroupsDisabled {
+    /// A reconciler removing our tables once.
+    pub fn new(nft: Arc<dyn Nft>) -> Self {
+        SecGroupsDisabled { nft, done: false }
+    }
+}
+
+impl Reconciler for SecGroupsDisabled {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn reconcile(&mut self, _desired: &HostModel, pass: &mut Pass) {
+        if self.done {
+            return;
+        }
+        let r = self.nft.tables().and_then(|tables| {
+            let mine: Vec<_> = [INET_TABLE, BRIDGE_TABLE]
+                .into_iter()
+                .filter(|t| tables.iter().any(|x| x == t))
+                .collect();
+            if mine.is_empty() {
+                return Ok(());
+            }
+            let script: String = mine.iter().map(|t| format!("delete table {t}\n")).collect();
+            pass.changes += 1;
+            self.nft.apply(&script)
+        });
+        match r {
+            Ok(()) => self.done = true,
+            Err(e) => pass.fail(NAME, BRIDGE_TABLE, e),
+        }
+    }
+}

@@ -1,0 +1,268 @@
+use std::sync::Arc;
+
+use neutrino_host::nft::{FakeNft, Nft};
+use neutrino_wire::{HostState, SecurityGroupState};
+use serde_json::json;
+
+use super::*;
+use crate::model::HostModel;
+use crate::runner::{Pass, Reconciler};
+
+const P1: &str = "11111111-aaaa-4000-8000-000000000001";
+const P2: &str = "22222222-aaaa-4000-8000-000000000002";
+const G1: &str = "99999999-bbbb-4000-8000-000000000001";
+
+fn doc(v: serde_json::Value) -> neutrino_wire::Doc {
+    v.as_object().unwrap().clone()
+}
+
+fn state(rules: Vec<serde_json::Value>, members: &[&str], p2_security: bool) -> HostState {
+    HostState {
+        protocol: 1,
+        host: "h1".into(),
+        seq: 1,
+        agents: vec![],
+        ports: vec![
+            doc(
+                json!({"id": P1, "mac_address": "FA:16:3E:00:00:01", "device_owner": "compute:nova",
+                "security_groups": [G1],
+                "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.5"}],
+                "allowed_address_pairs": [{"ip_address": "10.0.0.100"}]}),
+            ),
+            doc(
+                json!({"id": P2, "mac_address": "fa:16:3e:00:00:02", "device_owner": "compute:nova",
+                "security_groups": [], "port_security_enabled": p2_security,
+                "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.6"}]}),
+            ),
+            doc(
+                json!({"id": "dhcp0000-0000", "mac_address": "fa:16:3e:00:00:03",
+                "device_owner": "network:dhcp", "security_groups": [G1],
+                "fixed_ips": [{"subnet_id": "s", "ip_address": "10.0.0.2"}]}),
+            ),
+        ],
+        networks: vec![],
+        dhcp: vec![],
+        security_groups: vec![SecurityGroupState {
+            security_group: doc(json!({"id": G1, "stateful": true})),
+            rules: rules.into_iter().map(doc).collect(),
+            member_ports: vec![],
+            member_ips: members.iter().map(|s| s.to_string()).collect(),
+        }],
+        l2pop: vec![],
+        routers: vec![],
+    }
+}
+
+fn default_rules() -> Vec<serde_json::Value> {
+    vec![
+        json!({"id": "r1", "direction": "egress", "ethertype": "IPv4"}),
+        json!({"id": "r2", "direction": "egress", "ethertype": "IPv6"}),
+        json!({"id": "r3", "direction": "ingress", "ethertype": "IPv4", "remote_group_id": G1}),
+        json!({"id": "r4", "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+            "port_range_min": 8080, "port_range_max": 8080, "remote_ip_prefix": "192.0.2.0/24"}),
+        json!({"id": "r5", "direction": "ingress", "ethertype": "IPv4", "protocol": "icmp",
+            "port_range_min": 8, "port_range_max": 0}),
+        json!({"id": "r6", "direction": "ingress", "ethertype": "IPv4", "protocol": "udp",
+            "port_range_min": 1000, "port_range_max": 2000}),
+    ]
+}
+
+fn model(st: &HostState) -> HostModel {
+    HostModel::from_state(st)
+}
+
+#[test]
+fn renders_expected_chains_and_sets() {
+    let st = state(default_rules(), &["10.0.0.5", "10.0.0.7/32"], false);
+    let r = render(&model(&st).secgroups);
+    // Port security off (P2) and network-owned ports (DHCP) get nothing.
+    let names: Vec<_> = r.keys().cloned().collect();
+    assert_eq!(
+        names,
+        [
+            format!("e-{P1}"),
+            "from_port".into(),
+            format!("g4-{G1}"),
+            format!("i-{P1}"),
+            "to_port".into(),
+        ]
+    );
+    assert_eq!(
+        r[&format!("i-{P1}")].lines.join("\n"),
+        format!(
+            "meta protocol != {{ ip, ip6 }} accept
+meta protocol ip udp sport 67 udp dport 68 accept
+meta protocol ip6 udp sport 547 udp dport 546 accept
+meta protocol ip6 icmpv6 type {{ nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }} accept
+meta mark & 0x20000000 == 0x20000000 drop
+meta mark & 0x40000000 == 0x40000000 accept
+meta protocol ip ip saddr @g4-{G1} accept
+meta protocol ip ip saddr 192.0.2.0/24 meta l4proto 6 th dport 8080 accept
+meta protocol ip meta l4proto 1 icmp type 8 icmp code 0 accept
+meta protocol ip meta l4proto 17 th dport 1000-2000 accept
+drop"
+        )
+    );
+    let e = r[&format!("e-{P1}")].lines.join("\n");
+    assert!(
+        e.starts_with("ether saddr != { fa:16:3e:00:00:01 } drop\n"),
+        "{e}"
+    );
+    assert!(
+        e.contains("meta protocol ip ip saddr != { 10.0.0.5/32, 10.0.0.100/32 } drop"),
+        "{e}"
+    );
+    assert!(
+        e.contains("meta protocol ip6 ip6 saddr != { fe80::f816:3eff:fe00:1/128 } drop"),
+        "{e}"
+    );
+    assert!(
+        e.contains("meta protocol ip udp sport 67 udp dport 68 drop"),
+        "{e}"
+    );
+    assert!(
+        e.ends_with("meta protocol ip return\nmeta protocol ip6 return\ndrop"),
+        "{e}"
+    );
+    assert_eq!(r[&format!("g4-{G1}")].lines, ["10.0.0.5/32", "10.0.0.7/32"]);
+    assert_eq!(
+        r["from_port"].lines,
+        [format!("\"tap11111111-aa\" : jump e-{P1}")]
+    );
+}
+
+#[test]
+fn stateless_groups_have_no_conntrack_rules() {
+    let mut st = state(default_rules(), &[], false);
+    st.security_groups[0].security_group = doc(json!({"id": G1, "stateful": false}));
+    let r = render(&model(&st).secgroups);
+    assert!(
+        !r[&format!("i-{P1}")]
+            .lines
+            .iter()
+            .any(|l| l.contains("meta mark"))
+    );
+}
+
+#[test]
+fn membership_change_touches_only_the_set() {
+    let a = render(&model(&state(default_rules(), &["10.0.0.5"], false)).secgroups);
+    let b = render(&model(&state(default_rules(), &["10.0.0.5", "10.0.0.9"], false)).secgroups);
+    let d = delta_script(&a, &b).unwrap();
+    assert_eq!(
+        d,
+        format!(
+            "flush set bridge neutrino_sg g4-{G1}\n\
+             add element bridge neutrino_sg g4-{G1} {{ 10.0.0.5/32, 10.0.0.9/32 }}\n"
+        )
+    );
+    assert!(delta_script(&b, &b).is_none());
+}
+
+#[test]
+fn rule_change_rewrites_the_port_chain_and_removal_cleans_up() {
+    let a = render(&model(&state(default_rules(), &[], false)).secgroups);
+    let mut rules = default_rules();
+    rules.push(
+        json!({"id": "r7", "direction": "ingress", "ethertype": "IPv4", "protocol": "tcp",
+        "port_range_min": 22, "port_range_max": 22}),
+    );
+    let b = render(&model(&state(rules, &[], false)).secgroups);
+    let d = delta_script(&a, &b).unwrap();
+    assert!(
+        d.starts_with(&format!("flush chain bridge neutrino_sg i-{P1}\n")),
+        "{d}"
+    );
+    assert!(d.contains("meta l4proto 6 th dport 22 accept"), "{d}");
+    assert!(!d.contains("e-"), "{d}");
+    // Port security turned on for P2: its chains and map entries appear.
+    let c = render(&model(&state(default_rules(), &[], true)).secgroups);
+    let d = delta_script(&a, &c).unwrap();
+    assert!(d.contains(&format!("chain e-{P2} {{")), "{d}");
+    assert!(d.contains("flush map bridge neutrino_sg from_port"), "{d}");
+    let d = delta_script(&c, &a).unwrap();
+    assert!(
+        d.ends_with(&format!(
+            "flush chain bridge neutrino_sg e-{P2}\ndelete chain bridge neutrino_sg e-{P2}\n\
+             flush chain bridge neutrino_sg i-{P2}\ndelete chain bridge neutrino_sg i-{P2}\n"
+        )),
+        "{d}"
+    );
+}
+
+#[test]
+fn reconciler_applies_full_then_deltas_then_nothing() {
+    let nft = Arc::new(FakeNft::default());
+    let mut sg = SecGroups::new(nft.clone());
+    let m = model(&state(default_rules(), &["10.0.0.5"], false));
+    let mut pass = Pass::default();
+    sg.reconcile(&m, &mut pass);
+    pass.result().unwrap();
+    assert!(nft.scripts()[0].starts_with("add table inet neutrino_sg\ndelete table inet"));
+    assert_eq!(
+        nft.tables().unwrap(),
+        ["inet neutrino_sg", "bridge neutrino_sg"]
+    );
+    assert!(*nft.bridge_nf.lock().unwrap());
+    let mut pass = Pass::default();
+    sg.reconcile(&m, &mut pass);
+    assert_eq!(pass.changes, 0);
+    assert_eq!(nft.scripts().len(), 1);
+    // A failure makes the next apply a full one.
+    let m2 = model(&state(default_rules(), &["10.0.0.5", "10.0.0.8"], false));
+    *nft.fail_next.lock().unwrap() = Some("boom".into());
+    let mut pass = Pass::default();
+    sg.reconcile(&m2, &mut pass);
+    assert!(pass.result().is_err());
+    let mut pass = Pass::default();
+    sg.reconcile(&m2, &mut pass);
+    pass.result().unwrap();
+    assert!(nft.scripts().last().unwrap().starts_with("add table"));
+    // Disabled driver removes our tables.
+    let mut off = SecGroupsDisabled::new(nft.clone());
+    off.reconcile(&m2, &mut Pass::default());
+    assert!(nft.tables().unwrap().is_empty());
+}
+
+/// Feeds the rendered scripts to the real `nft` in a scratch namespace when root.
+#[test]
+fn scripts_are_accepted_by_nft() {
+    let root = neutrino_host::exec::run(&["id", "-u"]).is_ok_and(|u| u.trim() == "0");
+    if !root || neutrino_host::exec::run(&["nft", "--version"]).is_err() {
+        return;
+    }
+    let ns = format!("ntsgunit{}", std::process::id());
+    let run = |args: &[&str], input: Option<&str>| {
+        let mut argv = vec!["ip", "netns", "exec", ns.as_str()];
+        argv.extend_from_slice(args);
+        match input {
+            Some(i) => neutrino_host::exec::run_stdin(&argv, i),
+            None => neutrino_host::exec::run(&argv),
+        }
+    };
+    neutrino_host::exec::run(&["ip", "netns", "add", &ns]).unwrap();
+    let a = render(&model(&state(default_rules(), &["10.0.0.5"], false)).secgroups);
+    let mut rules = default_rules();
+    rules.push(
+        json!({"id": "r8", "direction": "egress", "ethertype": "IPv6", "protocol": "ipv6-icmp",
+        "port_range_min": 128, "remote_group_id": G1}),
+    );
+    let b = render(
+        &model(&state(
+            rules,
+            &["10.0.0.5", "10.0.0.0/24", "2001:db8::1"],
+            true,
+        ))
+        .secgroups,
+    );
+    let res = (|| {
+        run(&["nft", "-f", "-"], Some(&full_script(&a)))?;
+        run(&["nft", "-f", "-"], Some(&delta_script(&a, &b).unwrap()))?;
+        run(&["nft", "-f", "-"], Some(&delta_script(&b, &a).unwrap()))?;
+        run(&["nft", "list", "ruleset"], None)
+    })();
+    let _ = neutrino_host::exec::run(&["ip", "netns", "del", &ns]);
+    let out = res.unwrap();
+    assert!(out.contains(&format!("chain i-{P1}")), "{out}");
+    assert!(!out.contains(&format!("chain i-{P2}")), "{out}");
+}

@@ -1,0 +1,273 @@
+"""Security groups on the dataplane (FEATURES E6): the agent's nftables firewall.
+
+Reuses the topology of test_dataplane.py (hosts as namespaces on an underlay bridge, probes
+as instances), with the agents' `[securitygroup] firewall_driver = nftables`. Root needed;
+these tests FAIL, never skip, when they cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import test_dataplane as dp
+from test_dataplane import Agent, Topology, netns_names, require_root, sh, wait_for
+
+LISTEN = ("import socket,sys\n"
+          "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[2] else socket.AF_INET,"
+          "socket.SOCK_DGRAM if sys.argv[1]=='udp' else socket.SOCK_STREAM)\n"
+          "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+          "s.bind((sys.argv[2],int(sys.argv[3])))\n"
+          "if sys.argv[1]=='udp':\n"
+          "  while True:\n"
+          "    d,a=s.recvfrom(100); print(a[0],a[1],d.decode(),flush=True)\n"
+          "s.listen(50)\n"
+          "while True:\n"
+          "  c,a=s.accept(); c.close()\n")
+
+CONNECT = ("import socket,sys\n"
+           "s=socket.socket(); s.settimeout(2)\n"
+           "s.connect((sys.argv[1],int(sys.argv[2])))\n")
+
+SEND_UDP = ("import socket,sys\n"
+            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+            "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            "s.bind(('',int(sys.argv[2])))\n"
+            "for i in range(3): s.sendto(sys.argv[4].encode(),(sys.argv[1],int(sys.argv[3])))\n")
+
+
+class SgTopology(Topology):
+    def start_agents(self, roles=None):
+        roles = roles or {}
+        for h in self.hosts:
+            a = Agent(self, h, roles.get(h, "l2"))
+            a.conf.write_text(a.conf.read_text().replace("firewall_driver = noop",
+                                                         "firewall_driver = nftables"))
+            self.agents[h] = a
+            a.start()
+
+        def alive():
+            agents = self.api("GET", "/agents")["agents"]
+            return all(any(a["host"] == h and a["alive"] and a["agent_type"] ==
+                           "Linux bridge agent" for a in agents) for h in self.hosts)
+        wait_for("agents alive", alive, 60, 0.5)
+
+
+@pytest.fixture(scope="module")
+def topo():
+    require_root()
+    if not shutil.which("nft"):
+        pytest.fail("nft not found: run scripts/setup", pytrace=False)
+    workdir = Path(tempfile.mkdtemp(prefix="neutrino-sg-"))
+    workdir.chmod(0o755)
+    t = SgTopology(workdir)
+    try:
+        t.build(("h1", "h2"))
+        t.start_server()
+        t.start_agents({"h1": "l2,dhcp"})
+        yield t
+    finally:
+        errors = t.teardown()
+        left = [n for n in netns_names() if t.pfx in n]
+        if os.environ.get("NEUTRINO_KEEP_DP") != "1":
+            shutil.rmtree(workdir, ignore_errors=True)
+        assert not errors, f"teardown errors: {errors}"
+        assert not left, f"namespaces left behind: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _agent_logs_on_failure(request, topo):
+    yield
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(topo.agent_logs())
+
+
+pytest_runtest_makereport = dp.pytest_runtest_makereport
+
+
+def nft_chain(topo, host, chain):
+    p = sh("nsenter", f"--net=/run/netns/{topo.host_ns(host)}", "nft", "list", "chain",
+           "bridge", "neutrino_sg", chain, check=False)
+    return p.stdout if p.returncode == 0 else ""
+
+
+def nft_set(topo, host, name):
+    p = sh("nsenter", f"--net=/run/netns/{topo.host_ns(host)}", "nft", "list", "set",
+           "bridge", "neutrino_sg", name, check=False)
+    return p.stdout if p.returncode == 0 else ""
+
+
+def put_port(topo, pid, **attrs):
+    return topo.api("PUT", f"/ports/{pid}", {"port": attrs})["port"]
+
+
+def group(topo, name):
+    g = topo.api("POST", "/security-groups",
+                 {"security_group": {"name": f"{topo.pfx}-{name}"}})["security_group"]
+    return g
+
+
+def rule(topo, sg, **attrs):
+    body = dict({"security_group_id": sg["id"], "direction": "ingress",
+                 "ethertype": "IPv4"}, **attrs)
+    return topo.api("POST", "/security-group-rules",
+                    {"security_group_rule": body})["security_group_rule"]
+
+
+class Listener:
+    def __init__(self, topo, probe, proto, port, addr="0.0.0.0"):
+        self.p = subprocess.Popen(
+            [dp.neutrino_bin(), "probe", "--state-dir", str(topo.probe_dir), "exec",
+             probe["name"], "--", "python3", "-c", LISTEN, proto, addr, str(port)],
+            env=topo.env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True)
+        time.sleep(0.5)
+
+    def stop(self):
+        # The listener runs in its own session: end that process group (ours alone).
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, _ = self.p.communicate(timeout=10)
+        return out
+
+
+def connects(topo, src, dst, port):
+    return topo.probe_exec(src["name"], "python3", "-c", CONNECT, dst["address"], str(port),
+                           check=False).returncode == 0
+
+
+def eventually(what, fn, timeout=20.0):
+    return wait_for(what, fn, timeout, 0.3)
+
+
+def never(fn, duration=3.0):
+    end = time.time() + duration
+    while time.time() < end:
+        assert not fn()
+        time.sleep(0.3)
+
+
+def test_e6_security_groups_on_the_dataplane(topo):
+    net, sub = topo.network("sg", "10.66.0.0/24")
+    a = topo.probe(net["id"], "h1", "a")
+    b = topo.probe(net["id"], "h1", "b")
+    c = topo.probe(net["id"], "h2", "c")
+    s = group(topo, "s")
+    g = group(topo, "g")
+    for p in (a, b, c):
+        put_port(topo, p["port_id"], security_groups=[s["id"]])
+    eventually("b's ingress chain without remote-group rules",
+               lambda: "jump" not in nft_chain(topo, "h1", f"i-{b['port_id']}")
+               and "drop" in nft_chain(topo, "h1", f"i-{b['port_id']}")
+               and "@g4-" not in nft_chain(topo, "h1", f"i-{b['port_id']}"))
+    lt = Listener(topo, b, "tcp", 8080)
+    lt9 = Listener(topo, b, "tcp", 9090)
+    try:
+        # 1. Ingress closed by default.
+        assert not connects(topo, a, b, 8080)
+        # 2. Opened by a rule.
+        rule(topo, s, protocol="tcp", port_range_min=8080, port_range_max=8080)
+        eventually("tcp 8080 open", lambda: connects(topo, a, b, 8080))
+        assert connects(topo, c, b, 8080)  # across hosts (vxlan) too
+        # 3. Remote group: G members may reach 9090.
+        rule(topo, s, protocol="tcp", port_range_min=9090, port_range_max=9090,
+             remote_group_id=g["id"])
+        put_port(topo, a["port_id"], security_groups=[s["id"], g["id"]])
+        eventually("a (in G) reaches 9090", lambda: connects(topo, a, b, 9090))
+        assert not connects(topo, c, b, 9090)
+        set_before = nft_chain(topo, "h1", f"i-{b['port_id']}")
+        put_port(topo, c["port_id"], security_groups=[s["id"], g["id"]])
+        eventually("c (added to G) reaches 9090", lambda: connects(topo, c, b, 9090))
+        # Membership changed a set, not b's chain.
+        assert nft_chain(topo, "h1", f"i-{b['port_id']}") == set_before
+        assert c["address"] in nft_set(topo, "h1", f"g4-{g['id']}")
+    finally:
+        lt.stop()
+        lt9.stop()
+    # 4. Spoofed source IP dropped; the port's own address works.
+    rule(topo, s, protocol="icmp")
+    eventually("ping a->b", lambda: topo.probe_exec(a["name"], "ping", "-c", "1", "-W", "1",
+                                                    b["address"], check=False).returncode == 0)
+    spoof, vip = "10.66.0.200", "10.66.0.201"
+    topo.probe_exec(a["name"], "ip", "addr", "add", f"{spoof}/24", "dev", "eth0")
+    topo.probe_exec(a["name"], "ip", "addr", "add", f"{vip}/24", "dev", "eth0")
+
+    def ping_from(src):
+        return topo.probe_exec(a["name"], "ping", "-c", "1", "-W", "1", "-I", src,
+                               b["address"], check=False).returncode == 0
+    never(lambda: ping_from(spoof))
+    assert not ping_from(vip)
+    # 5. An allowed address pair lets the VIP through (and still not the other address).
+    put_port(topo, a["port_id"], allowed_address_pairs=[{"ip_address": vip}])
+    eventually("VIP allowed", lambda: ping_from(vip))
+    assert not ping_from(spoof)
+    # 6. A DHCP server inside an instance is blocked (udp sport 67 from the port), while
+    #    the same datagram from another source port goes through.
+    rule(topo, s, protocol="udp", port_range_min=68, port_range_max=68)
+    time.sleep(2)
+    lu = Listener(topo, b, "udp", 68)
+    try:
+        for sport, tag in ((67, "server"), (1067, "control")):
+            topo.probe_exec(a["name"], "python3", "-c", SEND_UDP, b["address"], str(sport),
+                            "68", tag)
+        time.sleep(1)
+    finally:
+        got = lu.stop()
+    assert "control" in got, got
+    assert "server" not in got, got
+    # 7. Port security off lets everything through (a port with no rule for 7070).
+    lt7 = Listener(topo, b, "tcp", 7070)
+    try:
+        assert not connects(topo, a, b, 7070)
+        put_port(topo, b["port_id"], security_groups=[], port_security_enabled=False)
+        eventually("b unfiltered", lambda: connects(topo, a, b, 7070))
+        assert nft_chain(topo, "h1", f"i-{b['port_id']}") == ""
+    finally:
+        lt7.stop()
+    topo.sg_scenario = (net, s)
+
+
+def test_benchmark_rule_change_to_nft(topo):
+    """One rule change -> in the nft ruleset of the host, with many ports on the host."""
+    net, s = getattr(topo, "sg_scenario", (None, None))
+    if net is None:
+        net, _ = topo.network("sgb", "10.67.0.0/23")
+        s = group(topo, "bench")
+    n_ports = int(os.environ.get("NEUTRINO_SG_BENCH_PORTS", "200"))
+    for i in range(n_ports):
+        topo.api("POST", "/ports", {"port": {
+            "network_id": net["id"], "name": f"{topo.pfx}-bench{i}",
+            "device_owner": "compute:bench", "binding:host_id": "h1",
+            "security_groups": [s["id"]]}})
+    last = None
+    wait_for("all bench ports filtered",
+             lambda: nft_chain(topo, "h1", "forward") and len(
+                 sh("nsenter", f"--net=/run/netns/{topo.host_ns('h1')}", "nft", "list",
+                    "map", "bridge", "neutrino_sg", "to_port").stdout.split("jump")) > n_ports,
+             120, 0.5)
+    samples = []
+    probe_port = topo.api("GET", f"/ports?name={topo.pfx}-bench0")["ports"][0]["id"]
+    for k in range(10):
+        port_no = 20000 + k
+        t0 = time.monotonic()
+        last = rule(topo, s, protocol="tcp", port_range_min=port_no, port_range_max=port_no)
+        wait_for("rule in nft", lambda: f"dport {port_no} " in nft_chain(
+            topo, "h1", f"i-{probe_port}"), 30, 0.02)
+        samples.append(time.monotonic() - t0)
+    samples.sort()
+    print(f"\nBENCH rule create -> nft on host ({n_ports}+ filtered ports): "
+          f"p50 {statistics.median(samples) * 1000:.0f} ms, "
+          f"max {samples[-1] * 1000:.0f} ms, n={len(samples)}")
+    assert last is not None
+    assert samples[len(samples) // 2] < 5.0

@@ -124,6 +124,8 @@ pub(crate) fn spawn_all_in_one_agent(
         ),
         ("vxlan", "local_ip", "127.0.0.1".to_string()),
         ("vxlan", "l2_population", "true".to_string()),
+        // One host does everything: L2, DHCP and routers.
+        ("neutrino", "agent_roles", "l2,dhcp,l3".to_string()),
     ] {
         let own = matches!(key, "identity_url" | "server_url" | "username" | "password");
         if own || ini.get(sec, key).is_none() {

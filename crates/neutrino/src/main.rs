@@ -70,9 +70,10 @@ struct AllInOne {
     /// Network API port.
     #[arg(long)]
     api_port: Option<u16>,
-    /// Also run the host agent for this host (L2 + DHCP in this machine's namespace); the
-    /// default is `[neutrino] all_in_one_agent` (false: several all-in-ones on one machine,
-    /// as in the test suites, would fight over the same namespace).
+    /// Run the host agent for this host (L2, DHCP, security groups, L3 in this machine's
+    /// network namespace), so probes work out of the box; this is the default
+    /// (`[neutrino] all_in_one_agent = true`). Test suites that start several all-in-ones on
+    /// one machine pass `--no-agent`, since their agents would share one namespace.
     #[arg(long, conflicts_with = "no_agent")]
     agent: bool,
     /// Do not run the host agent (API only).
@@ -133,6 +134,8 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: log files and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -222,12 +225,28 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// How long open requests may finish after SIGTERM/SIGINT. Agents hold change long-polls
+/// open for up to a minute; a stopping server must not wait for them.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Running {
     async fn wait(self) -> Result<()> {
-        for t in self.tasks {
-            t.await??;
+        let all = async {
+            for t in self.tasks {
+                t.await??;
+            }
+            Ok::<(), anyhow::Error>(())
+        };
+        tokio::select! {
+            r = all => r,
+            _ = async {
+                shutdown_signal().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::info!("open requests did not finish in time; stopping anyway");
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
@@ -426,7 +445,7 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     };
     let agent_ini = cfg.ini.clone();
     let with_agent =
-        a.agent || (!a.no_agent && cfg.ini.boolean("neutrino", "all_in_one_agent", false)?);
+        a.agent || (!a.no_agent && cfg.ini.boolean("neutrino", "all_in_one_agent", true)?);
     let running = start(
         cfg,
         db,

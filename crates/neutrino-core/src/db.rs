@@ -99,14 +99,22 @@ pub enum DbError {
 }
 
 macro_rules! migrations {
-    ($dir:literal: $( $v:literal $name:literal ),* $(,)?) => {
+    ($( $v:literal $dir:literal $name:literal ),* $(,)?) => {
         &[ $( ($v, $name, include_str!(concat!("../migrations/", $dir, "/", stringify!($v), "_", $name, ".sql"))) ),* ]
     };
 }
 
-/// Forward-only migrations, per backend: (version, name, SQL). Append, never edit.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite": 1 "core", 2 "identity", 3 "ml2", 4 "security_groups", 5 "rbac", 6 "agents", 7 "l3");
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres": 1 "core", 2 "identity", 3 "ml2", 4 "security_groups", 5 "rbac", 6 "agents", 7 "l3");
+/// Forward-only migrations, per backend: (version, name, SQL). Append, never edit. SQL that is
+/// the same on both engines lives once in `migrations/common/`; only what differs (sequence
+/// types, JSON functions, commit ordering) has a per-engine file.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!(
+    1 "sqlite" "core", 2 "common" "identity", 3 "common" "ml2", 4 "common" "security_groups",
+    5 "common" "rbac", 6 "sqlite" "agents", 7 "common" "l3",
+);
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!(
+    1 "postgres" "core", 2 "common" "identity", 3 "common" "ml2", 4 "common" "security_groups",
+    5 "common" "rbac", 6 "postgres" "agents", 7 "common" "l3",
+);
 
 type BoxFut<'c> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), sqlx::Error>> + Send + 'c>>;

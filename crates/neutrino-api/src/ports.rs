@@ -1104,8 +1104,9 @@ fn prepare_new(st: &ApiState, ctx: &Context, item: Obj) -> ApiResult<NewPort> {
 }
 
 /// Inserts the port row, generating MACs until one is free on the network (Neutron retries
-/// `mac_generation_retries` times, then answers 503).
-async fn insert_port(
+/// `mac_generation_retries` times, then answers 503). Also used for the ports the server
+/// creates itself (DHCP, router interfaces and gateways, floating IPs).
+pub(crate) async fn insert_port(
     st: &ApiState,
     tx: &mut AnyConnection,
     obj: &mut Obj,

@@ -30,7 +30,7 @@ use axum::{Extension, Router};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
-use neutrino_core::db::{self, Backend, Kind, Obj};
+use neutrino_core::db::{self, Kind, Obj};
 use neutrino_core::list::ListQuery;
 use neutrino_core::{ApiError, ApiResult, Context};
 
@@ -316,36 +316,6 @@ pub struct PortSpec<'a> {
     pub fixed: Option<Vec<FixedReq>>,
 }
 
-async fn savepoint(st: &ApiState, tx: &mut AnyConnection, sql: &str) -> ApiResult<()> {
-    // PostgreSQL aborts the transaction on a failed statement; a savepoint lets a MAC
-    // collision be retried. SQLite only undoes the failed statement.
-    if st.db.backend() == Backend::Postgres {
-        sqlx::query(sql).execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-fn random_mac(base_mac: &str) -> String {
-    // Neutron's get_random_mac: keep the base's first three octets (and the fourth unless
-    // it is zero), randomise the rest.
-    let base = neutrino_core::config::parse_mac(base_mac).unwrap_or([0xfa, 0x16, 0x3e, 0, 0, 0]);
-    let mut m = [
-        base[0],
-        base[1],
-        base[2],
-        rand::random::<u8>(),
-        rand::random::<u8>(),
-        rand::random::<u8>(),
-    ];
-    if base[3] != 0 {
-        m[3] = base[3];
-    }
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn subnet_has_ip(subnet: &Obj, ip: IpAddr, owner: &str) -> bool {
     ipam::parse_cidr(str_of(subnet, "cidr")).is_some_and(|n| ipam::check_subnet_ip(&n, ip, owner))
 }
@@ -503,29 +473,8 @@ pub async fn create_port(
     if spec.status != "DOWN" {
         obj.insert("status".into(), json!(spec.status));
     }
-    let mut inserted = false;
-    for _ in 0..16 {
-        obj.insert("mac_address".into(), json!(random_mac(&st.cfg.base_mac)));
-        savepoint(st, tx, "SAVEPOINT l3_port_mac").await?;
-        match db::insert_raw(tx, &ports::KIND, &mut obj).await {
-            Ok(()) => {
-                savepoint(st, tx, "RELEASE SAVEPOINT l3_port_mac").await?;
-                inserted = true;
-                break;
-            }
-            Err(e) if db::is_unique_violation(&e, None) => {
-                savepoint(st, tx, "ROLLBACK TO SAVEPOINT l3_port_mac").await?;
-                savepoint(st, tx, "RELEASE SAVEPOINT l3_port_mac").await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !inserted {
-        return Err(ApiError::unavailable(
-            "NetworkMacAddressGenerationFailure",
-            format!("Unable to generate unique mac on network {network_id}."),
-        ));
-    }
+    // Same MAC generation and collision retry as any other port.
+    ports::insert_port(st, tx, &mut obj, None, &network_id).await?;
     let mac = str_of(&obj, "mac_address").to_string();
     let fixed = allocate(st, tx, &spec, &id, &mac).await?;
     obj.insert("fixed_ips".into(), Value::Array(fixed));

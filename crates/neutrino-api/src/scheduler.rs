@@ -32,7 +32,7 @@ use axum::{Extension, Router};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
-use neutrino_core::db::{self, Backend, Obj};
+use neutrino_core::db::{self, Obj};
 use neutrino_core::list::ListQuery;
 use neutrino_core::{ApiError, ApiResult, Context};
 use neutrino_wire::agent_type;
@@ -483,36 +483,6 @@ async fn allocate(
     Ok(json!({"subnet_id": str_of(subnet, "id"), "ip_address": ip}))
 }
 
-fn random_mac(base_mac: &str) -> String {
-    // As Neutron's get_random_mac: keep the base's first three octets (and the fourth unless
-    // it is zero), randomise the rest.
-    let base = neutrino_core::config::parse_mac(base_mac).unwrap_or([0xfa, 0x16, 0x3e, 0, 0, 0]);
-    let mut m = [
-        base[0],
-        base[1],
-        base[2],
-        rand::random::<u8>(),
-        rand::random::<u8>(),
-        rand::random::<u8>(),
-    ];
-    if base[3] != 0 {
-        m[3] = base[3];
-    }
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-async fn savepoint(st: &ApiState, tx: &mut AnyConnection, sql: &str) -> ApiResult<()> {
-    // PostgreSQL aborts the transaction on a failed statement; a savepoint lets a MAC
-    // collision be retried. SQLite only undoes the failed statement.
-    if st.db.backend() == Backend::Postgres {
-        sqlx::query(sql).execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
 /// Creates the DHCP port of `agent` on `net` (Neutron's DHCP agent does this over RPC with
 /// `create_dhcp_port`; here the server does it while scheduling). The port belongs to the
 /// network's project, has no security groups (Neutron gives `network:*` ports none), is
@@ -560,29 +530,8 @@ async fn create_dhcp_port(
         obj.insert(k.into(), v);
     }
     binding::bind_port(st, tx, net, &mut obj).await?;
-    let mut inserted = false;
-    for _ in 0..16 {
-        obj.insert("mac_address".into(), json!(random_mac(&st.cfg.base_mac)));
-        savepoint(st, tx, "SAVEPOINT dhcp_port_mac").await?;
-        match db::insert_raw(tx, &ports::KIND, &mut obj).await {
-            Ok(()) => {
-                savepoint(st, tx, "RELEASE SAVEPOINT dhcp_port_mac").await?;
-                inserted = true;
-                break;
-            }
-            Err(e) if db::is_unique_violation(&e, None) => {
-                savepoint(st, tx, "ROLLBACK TO SAVEPOINT dhcp_port_mac").await?;
-                savepoint(st, tx, "RELEASE SAVEPOINT dhcp_port_mac").await?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if !inserted {
-        return Err(ApiError::unavailable(
-            "NetworkMacAddressGenerationFailure",
-            format!("Unable to generate unique mac on network {network_id}."),
-        ));
-    }
+    // Same MAC generation and collision retry as any other port.
+    ports::insert_port(st, tx, &mut obj, None, &network_id).await?;
     let mac = str_of(&obj, "mac_address").to_string();
     let mut fixed = Vec::with_capacity(subnets.len());
     for s in subnets {

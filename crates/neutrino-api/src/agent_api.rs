@@ -9,11 +9,14 @@
 //!   is no longer (or not yet) in the log.
 //! - `POST /agent/v1/ports/{id}/status`: the host wired or unwired a port.
 //! - `POST /agent/v1/floatingips/{id}/status`: the host's L3 agent configured a floating IP.
+//! - `GET /agent/v1/metadata/instance?ip=IP&router_id=ID` (or `&network_id=ID`): the
+//!   instance behind a fixed IP, for the agent's metadata proxy (`docs/agent-protocol.md`).
 //!
 //! Every call needs a token with the `admin` role (agents use the service user
 //! `neutrino-agent`). Which changes concern a host is decided from the store at read time:
 //! the host's *scope* (its bound ports, their networks and security groups, its DHCP
-//! networks, its agents, the routers of its L3 agents) plus the binding history in
+//! networks, its agents, the routers of its L3 agents, the address groups its groups' rules
+//! name) plus the binding history in
 //! `port_hosts`, so a change also reaches
 //! the host a port left or was on when it was deleted. The decision depends only on the log
 //! and the store, never on what was sent before, so a client resuming from its last `seq`
@@ -63,6 +66,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/agent/v1/hosts/{host}/changes", get(changes))
         .route("/agent/v1/ports/{id}/status", post(port_status))
         .route("/agent/v1/floatingips/{id}/status", post(floatingip_status))
+        .route("/agent/v1/metadata/instance", get(metadata_instance))
 }
 
 fn require_admin(ctx: &Context) -> ApiResult<()> {
@@ -351,11 +355,33 @@ pub async fn host_state(st: &ApiState, host: &str) -> ApiResult<HostState> {
                 }
             }
         }
+        // Address groups its rules name: their addresses become nft sets on the host.
+        let mut address_groups = BTreeMap::new();
+        for ag in rules
+            .iter()
+            .filter_map(|r| r.get("remote_address_group_id").and_then(Value::as_str))
+        {
+            if address_groups.contains_key(ag) {
+                continue;
+            }
+            if let Some(doc) = db::get(&mut *tx, &crate::address_groups::KIND, ag).await? {
+                let addrs: Vec<String> = doc
+                    .get("addresses")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect();
+                address_groups.insert(ag.to_string(), addrs);
+            }
+        }
         security_groups.push(SecurityGroupState {
             security_group: group,
             rules,
             member_ports: members,
             member_ips: ips.into_iter().collect(),
+            address_groups,
         });
     }
 
@@ -712,6 +738,18 @@ async fn relevant(st: &ApiState, host: &str, rows: &[LogRow]) -> ApiResult<Vec<C
                 net.is_some_and(|n| sc.networks.contains(&n))
             }
             "security_group" => sc.security_groups.contains(&r.id),
+            "address_group" => {
+                // Its addresses are a set on the hosts whose groups' rules name it. A group
+                // still named by a rule cannot be deleted, so deletions concern nobody.
+                let users: Vec<String> = sqlx::query_scalar(
+                    "SELECT security_group_id FROM security_group_rules \
+                     WHERE remote_address_group_id = $1",
+                )
+                .bind(&r.id)
+                .fetch_all(&mut *conn)
+                .await?;
+                users.iter().any(|g| sc.security_groups.contains(g))
+            }
             "security_group_rule" => {
                 let g: Option<String> = sqlx::query_scalar(
                     "SELECT security_group_id FROM security_group_rules WHERE id = $1",
@@ -816,6 +854,7 @@ async fn current_object(
         "segment" => ml2::KIND.table,
         "security_group" => crate::security_groups::KIND.table,
         "security_group_rule" => "security_group_rules",
+        "address_group" => crate::address_groups::KIND.table,
         "router" => routers::KIND.table,
         "floatingip" => floatingips::KIND.table,
         "port_forwarding" => port_forwardings::KIND.table,
@@ -866,6 +905,106 @@ async fn port_status(
     }
     st.db.commit(tx).await?;
     Ok(crate::common::ok("port", Value::Object(port)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata: which instance sent a request.
+
+#[derive(Debug, serde::Deserialize)]
+struct InstanceQuery {
+    ip: String,
+    router_id: Option<String>,
+    network_id: Option<String>,
+}
+
+/// Owners of a router's internal ports (Neutron's `ROUTER_INTERFACE_OWNERS`).
+const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+];
+
+/// The instance whose port holds fixed IP `ip` on the network (or on one of the router's
+/// internal networks): Neutron's metadata agent `get_port`. Only a port with a compute-like
+/// owner and a device id names an instance; anything else, or more than one match, is 404 (the
+/// proxy then refuses the request rather than guess).
+async fn metadata_instance(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    q: Result<Query<InstanceQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    require_admin(&ctx)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("Invalid query: {e}")))?;
+    let ip: std::net::IpAddr =
+        q.ip.parse()
+            .map_err(|_| ApiError::bad_request(format!("Invalid IP address {:?}", q.ip)))?;
+    // An IPv4 address as haproxy writes it when it listens on both families.
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    let mut conn = st.db.reader().acquire().await?;
+    let networks: Vec<String> = match (q.network_id.as_deref(), q.router_id.as_deref()) {
+        (Some(n), None) if !n.is_empty() => vec![n.to_string()],
+        (None, Some(r)) if !r.is_empty() => {
+            let sql = format!(
+                "SELECT DISTINCT p.network_id FROM router_ports rp JOIN ports p ON p.id = rp.port_id \
+                 WHERE rp.router_id = $1 AND p.device_owner IN {}",
+                placeholders(2, ROUTER_INTERFACE_OWNERS.len())
+            );
+            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(r);
+            for o in ROUTER_INTERFACE_OWNERS {
+                query = query.bind(o);
+            }
+            query
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|(n,)| n)
+                .collect()
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "Exactly one of router_id and network_id is required",
+            ));
+        }
+    };
+    let mut found: Vec<(String, String, String)> = Vec::new();
+    let ip_text = ip.to_string();
+    for net in &networks {
+        let rows = sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(
+            "SELECT p.id, p.project_id, p.device_id, p.device_owner FROM ip_allocations a \
+             JOIN ports p ON p.id = a.port_id WHERE a.network_id = $1 AND a.ip_address = $2",
+        )
+        .bind(net)
+        .bind(&ip_text)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (port_id, project_id, device_id, owner) in rows {
+            let device_id = device_id.unwrap_or_default();
+            if owner.unwrap_or_default().starts_with("compute:") && !device_id.is_empty() {
+                found.push((port_id, project_id, device_id));
+            }
+        }
+    }
+    match found.as_slice() {
+        [(port_id, project_id, instance_id)] => Ok(Json(json!({
+            "instance_id": instance_id,
+            "project_id": project_id,
+            "port_id": port_id,
+        }))
+        .into_response()),
+        [] => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "InstanceNotFound",
+            format!("No instance port with IP address {ip_text} on the given network or router."),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "InstanceNotFound",
+            format!("More than one instance port with IP address {ip_text}: refusing to guess."),
+        )),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -600,6 +600,37 @@ where
     }
 }
 
+/// The text attributes whose filters compare as Neutron's do on MySQL, where the `agents`
+/// columns have a case-insensitive, trailing-space-padded collation: `agent_type=DHCP Agent`
+/// finds the "DHCP agent" (Tempest's DHCP scheduler tests ask for exactly that).
+const FOLDED_FILTERS: &[&str] = &[
+    "agent_type",
+    "binary",
+    "topic",
+    "host",
+    "availability_zone",
+    "description",
+];
+
+/// A text value as the collation compares it: lower case, trailing spaces ignored.
+fn fold(s: &str) -> String {
+    s.trim_end_matches(' ').to_lowercase()
+}
+
+/// Whether an agent document passes the folded filters `(attribute, accepted values)`.
+fn folded_match(doc: &Obj, filters: &[(String, Vec<String>)]) -> bool {
+    filters.iter().all(|(k, wants)| match doc.get(k.as_str()) {
+        Some(Value::String(have)) => {
+            let have = fold(have);
+            wants.iter().any(|w| fold(w) == have)
+        }
+        Some(v) => wants
+            .iter()
+            .any(|w| neutrino_core::list::value_matches(v, w)),
+        None => true,
+    })
+}
+
 /// Renders agents for a listing: the ones `get_agent` lets the caller see, filtered,
 /// sorted and paginated (shared with `/v2.0/networks/{id}/dhcp-agents`).
 pub fn respond_list(
@@ -611,9 +642,15 @@ pub fn respond_list(
 ) -> Response {
     let cfg = config(st);
     let now = now_us();
+    let mut query = query.clone();
+    let folded: Vec<(String, Vec<String>)> = FOLDED_FILTERS
+        .iter()
+        .filter_map(|k| query.take_filter(k).map(|v| (k.to_string(), v)))
+        .collect();
     let items: Vec<Obj> = agents
         .iter()
         .map(|a| a.render(now, &cfg))
+        .filter(|doc| folded_match(doc, &folded))
         .filter(|doc| st.policy.check(ctx, "get_agent", doc))
         .collect();
     axum::Json(query.respond(items, "agents", url)).into_response()
@@ -741,6 +778,19 @@ mod tests {
         assert!(a.is_alive(12_000_000, &cfg));
         assert!(!a.is_alive(12_000_001, &cfg));
         assert_eq!(a.render(12_500_000, &cfg)["alive"], json!(false));
+    }
+
+    #[test]
+    fn text_filters_fold_case_and_trailing_spaces() {
+        let doc = agent(0).render(0, &AgentConfig::default());
+        let f =
+            |k: &str, v: &[&str]| vec![(k.to_string(), v.iter().map(|s| s.to_string()).collect())];
+        assert!(folded_match(&doc, &f("agent_type", &["DHCP Agent"])));
+        assert!(folded_match(&doc, &f("agent_type", &["dhcp agent  "])));
+        assert!(folded_match(&doc, &f("host", &["x", "H"])));
+        assert!(!folded_match(&doc, &f("agent_type", &["DHCP"])));
+        assert!(!folded_match(&doc, &f("host", &[" h"])));
+        assert!(folded_match(&doc, &f("availability_zone", &["NOVA"])));
     }
 
     #[test]

@@ -112,6 +112,18 @@ async fn agents_lifecycle(srv: &TestServer) {
         .await;
     assert_eq!(b["agents"].as_array().unwrap().len(), 1);
     assert_eq!(b["agents"][0]["availability_zone"], json!("nova"));
+    // Text filters compare as Neutron's on MySQL (case-insensitive collation): Tempest's
+    // DHCP scheduler tests look for `agent_type=DHCP Agent`.
+    for (q, n) in [
+        ("agent_type=DHCP%20Agent", 1),
+        ("agent_type=dhcp%20agent&host=H1", 1),
+        ("binary=NEUTRON-DHCP-AGENT", 1),
+        ("host=H1", 2),
+        ("agent_type=DHCP", 0),
+    ] {
+        let (_, b) = srv.get(&format!("/v2.0/agents?{q}"), "admin").await;
+        assert_eq!(b["agents"].as_array().unwrap().len(), n, "{q}: {b}");
+    }
     for k in [
         "id",
         "binary",

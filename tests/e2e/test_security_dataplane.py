@@ -238,6 +238,49 @@ def test_e6_security_groups_on_the_dataplane(topo):
     topo.sg_scenario = (net, s)
 
 
+def address_group(topo, name, addresses=()):
+    return topo.api("POST", "/address-groups", {"address_group": {
+        "name": f"{topo.pfx}-{name}", "addresses": list(addresses)}})["address_group"]
+
+
+def test_address_group_rule_follows_the_groups_addresses(topo):
+    """A rule with remote_address_group_id admits exactly the group's addresses, and
+    changing the addresses rewrites an nft set, not the port's chain."""
+    net, _ = topo.network("ag", "10.68.0.0/24")
+    srv = topo.probe(net["id"], "h1", "agsrv")
+    cli = topo.probe(net["id"], "h2", "agcli")
+    s = group(topo, "ags")
+    ag = address_group(topo, "ag", ["192.0.2.0/24"])
+    rule(topo, s, protocol="tcp", port_range_min=8081, port_range_max=8081,
+         remote_address_group_id=ag["id"])
+    for p in (srv, cli):
+        put_port(topo, p["port_id"], security_groups=[s["id"]])
+    chain = f"i-{srv['port_id']}"
+    eventually("address-group rule in srv's chain",
+               lambda: f"@a4-{ag['id']}" in nft_chain(topo, "h1", chain))
+    lt = Listener(topo, srv, "tcp", 8081)
+    try:
+        # Not in the group: closed.
+        assert "192.0.2.0/24" in nft_set(topo, "h1", f"a4-{ag['id']}")
+        assert not connects(topo, cli, srv, 8081)
+        before = nft_chain(topo, "h1", chain)
+        # The client's address added: open, through the set alone.
+        topo.api("PUT", f"/address-groups/{ag['id']}/add_addresses",
+                 {"addresses": [f"{cli['address']}/32"]})
+        eventually("client admitted", lambda: connects(topo, cli, srv, 8081))
+        assert cli["address"] in nft_set(topo, "h1", f"a4-{ag['id']}")
+        assert nft_chain(topo, "h1", chain) == before
+        # Removed again: closed for new connections.
+        topo.api("PUT", f"/address-groups/{ag['id']}/remove_addresses",
+                 {"addresses": [f"{cli['address']}/32"]})
+        eventually("address gone from the set",
+                   lambda: cli["address"] not in nft_set(topo, "h1", f"a4-{ag['id']}"))
+        never(lambda: connects(topo, cli, srv, 8081), 2.0)
+        assert nft_chain(topo, "h1", chain) == before
+    finally:
+        lt.stop()
+
+
 def test_benchmark_rule_change_to_nft(topo):
     """One rule change -> in the nft ruleset of the host, with many ports on the host."""
     net, s = getattr(topo, "sg_scenario", (None, None))

@@ -236,6 +236,11 @@ pub struct SecurityGroupState {
     pub member_ports: Vec<String>,
     /// Fixed IPs and allowed address pairs of those ports.
     pub member_ips: Vec<String>,
+    /// The address groups its rules name (`remote_address_group_id`): group id → the
+    /// group's `addresses` (CIDRs). A change of their addresses reaches the hosts as an
+    /// `address_group` change.
+    #[serde(default)]
+    pub address_groups: BTreeMap<String, Vec<String>>,
 }
 
 /// l2population data for one network.
@@ -287,7 +292,8 @@ pub struct Change {
     /// Position in the change log.
     pub seq: i64,
     /// Singular resource name (`port`, `network`, `subnet`, `segment`, `security_group`,
-    /// `security_group_rule`, `agent`, `router`, `floatingip`, `port_forwarding`).
+    /// `security_group_rule`, `address_group`, `agent`, `router`, `floatingip`,
+    /// `port_forwarding`).
     pub resource: String,
     /// Resource id.
     pub id: String,

@@ -3,7 +3,7 @@
 //!
 //! [`SgModel`] reads what enforcement needs from the host state (ports with their groups,
 //! MAC, fixed IPs, allowed address pairs, `port_security_enabled`; groups with rules and
-//! member addresses). [`render`] turns it into named nftables objects — a pure function —
+//! member addresses; the addresses of the address groups rules name). [`render`] turns it into named nftables objects — a pure function —
 //! and [`SecGroups`] applies the difference from what it applied last in one `nft -f`
 //! transaction. The table layout and why it takes two tables: [`render`].
 
@@ -14,8 +14,8 @@ mod render;
 pub use model::{Direction, Remote, SgGroup, SgModel, SgPort, SgRule, parse_port};
 pub use reconcile::{SecGroups, SecGroupsDisabled};
 pub use render::{
-    BRIDGE_TABLE, INET_TABLE, MARK_EST, MARK_INV, Rendered, delta_script, full_script, group_set,
-    render,
+    BRIDGE_TABLE, INET_TABLE, MARK_EST, MARK_INV, Rendered, address_group_set, delta_script,
+    full_script, group_set, render,
 };
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub enum Remote {
     Prefix(IpNet),
     /// The addresses of a group's members (`remote_group_id`).
     Group(String),
-    /// An address group (`remote_address_group_id`): not carried by the host state yet.
+    /// The addresses of an address group (`remote_address_group_id`).
     AddressGroup(String),
 }
 
@@ -105,6 +105,9 @@ pub struct SgModel {
     pub ports: Vec<SgPort>,
     /// Groups by id.
     pub groups: BTreeMap<String, SgGroup>,
+    /// Addresses of the address groups the rules name, by address group id (absent: the
+    /// server sent none, and the rule matches nothing).
+    pub address_groups: BTreeMap<String, Vec<IpNet>>,
 }
 
 fn parse_rule(d: &Doc) -> Option<SgRule> {
@@ -202,6 +205,17 @@ impl SgModel {
     /// Reads the server's state.
     pub fn from_state(st: &HostState) -> Self {
         let ports = st.ports.iter().filter_map(parse_port).collect();
+        let mut address_groups: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        for (id, addrs) in st.security_groups.iter().flat_map(|g| &g.address_groups) {
+            let mut nets: Vec<IpNet> = addrs
+                .iter()
+                .filter_map(|a| net_of(a))
+                .map(|n| n.trunc())
+                .collect();
+            nets.sort();
+            nets.dedup();
+            address_groups.insert(id.clone(), nets);
+        }
         let groups = st
             .security_groups
             .iter()
@@ -233,6 +247,10 @@ impl SgModel {
                 ))
             })
             .collect();
-        SgModel { ports, groups }
+        SgModel {
+            ports,
+            groups,
+            address_groups,
+        }
     }
 }

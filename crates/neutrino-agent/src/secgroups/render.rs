@@ -11,7 +11,8 @@
 //!   `e-<port id>` (from the instance: anti-spoofing, then egress rules; `return` on success
 //!   so the destination's ingress chain still runs) and `i-<port id>` (to the instance:
 //!   ingress rules, default deny). Remote groups are named sets `g4-<group id>` /
-//!   `g6-<group id>`, so membership changes rewrite sets, never chains.
+//!   `g6-<group id>` and address groups `a4-<address group id>` / `a6-<...>`, so
+//!   membership and address changes rewrite sets, never chains.
 //!
 //! Every object is rendered separately (its name and its body) so the reconciler can
 //! replace only what changed.
@@ -94,6 +95,11 @@ pub fn group_set(group: &str, v6: bool) -> String {
     format!("{}-{group}", fam(v6).1)
 }
 
+/// Set name of an address group's addresses (`remote_address_group_id`).
+pub fn address_group_set(group: &str, v6: bool) -> String {
+    format!("{}-{group}", if v6 { "a6" } else { "a4" })
+}
+
 /// Match expression of one rule, or None when this agent cannot express it (logged).
 fn rule_match(r: &SgRule) -> Option<String> {
     let (l3, _) = fam(r.v6);
@@ -113,8 +119,7 @@ fn rule_match(r: &SgRule) -> Option<String> {
         }
         Remote::Group(g) => m.push(format!("{l3} {dir} @{}", group_set(g, r.v6))),
         Remote::AddressGroup(g) => {
-            tracing::warn!(rule = %r.id, address_group = %g, "address-group rules are not enforced yet; rule skipped");
-            return None;
+            m.push(format!("{l3} {dir} @{}", address_group_set(g, r.v6)));
         }
     }
     if let Some(p) = &r.protocol {
@@ -267,7 +272,8 @@ pub fn render(m: &SgModel) -> Rendered {
     let mut out = Rendered::new();
     let mut from_port = Vec::new();
     let mut to_port = Vec::new();
-    let mut sets: BTreeSet<(String, bool)> = BTreeSet::new();
+    // (address group rather than security group, id, IPv6)
+    let mut sets: BTreeSet<(bool, String, bool)> = BTreeSet::new();
     for p in m.ports.iter().filter(|p| p.filtered()) {
         let groups: Vec<_> = p.groups.iter().filter_map(|g| m.groups.get(g)).collect();
         // Neutron refuses mixing stateful and stateless groups on a port; stateless wins
@@ -278,8 +284,14 @@ pub fn render(m: &SgModel) -> Rendered {
         let mut seen = BTreeSet::new();
         for r in groups.iter().flat_map(|g| &g.rules) {
             let Some(x) = rule_match(r) else { continue };
-            if let Remote::Group(g) = &r.remote {
-                sets.insert((g.clone(), r.v6));
+            match &r.remote {
+                Remote::Group(g) => {
+                    sets.insert((false, g.clone(), r.v6));
+                }
+                Remote::AddressGroup(g) => {
+                    sets.insert((true, g.clone(), r.v6));
+                }
+                Remote::Any | Remote::Prefix(_) => {}
             }
             if !seen.insert((r.direction == Direction::Ingress, x.clone())) {
                 continue;
@@ -309,21 +321,21 @@ pub fn render(m: &SgModel) -> Rendered {
             },
         );
     }
-    for (g, v6) in sets {
-        let lines = m
-            .groups
-            .get(&g)
-            .map(|g| {
-                g.member_ips
-                    .iter()
-                    .filter(|n| matches!(n, IpNet::V6(_)) == v6)
-                    .map(ToString::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
+    for (is_ag, g, v6) in sets {
+        let (name, members) = if is_ag {
+            (address_group_set(&g, v6), m.address_groups.get(&g))
+        } else {
+            (group_set(&g, v6), m.groups.get(&g).map(|g| &g.member_ips))
+        };
+        let lines = members
+            .into_iter()
+            .flatten()
+            .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+            .map(ToString::to_string)
+            .collect();
         let ty = if v6 { "ipv6_addr" } else { "ipv4_addr" };
         out.insert(
-            group_set(&g, v6),
+            name,
             Object {
                 kind: Kind::Set,
                 decl: format!("type {ty}; flags interval; auto-merge;"),

@@ -47,6 +47,7 @@ fn state(rules: Vec<serde_json::Value>, members: &[&str], p2_security: bool) -> 
             rules: rules.into_iter().map(doc).collect(),
             member_ports: vec![],
             member_ips: members.iter().map(|s| s.to_string()).collect(),
+            address_groups: Default::default(),
         }],
         l2pop: vec![],
         routers: vec![],
@@ -159,6 +160,88 @@ fn membership_change_touches_only_the_set() {
     assert!(delta_script(&b, &b).is_none());
 }
 
+const AG: &str = "aaaaaaaa-cccc-4000-8000-000000000001";
+
+/// The default rules plus `tcp 22 from address group AG` (IPv4 and IPv6), AG holding `addrs`.
+fn ag_state(addrs: &[&str]) -> HostState {
+    let mut rules = default_rules();
+    for eth in ["IPv4", "IPv6"] {
+        rules.push(
+            json!({"id": format!("ag-{eth}"), "direction": "ingress", "ethertype": eth,
+            "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+            "remote_address_group_id": AG}),
+        );
+    }
+    let mut st = state(rules, &[], false);
+    st.security_groups[0]
+        .address_groups
+        .insert(AG.into(), addrs.iter().map(|s| s.to_string()).collect());
+    st
+}
+
+#[test]
+fn address_groups_are_sets_and_address_changes_touch_only_them() {
+    let a = render(
+        &model(&ag_state(&[
+            "192.0.2.0/24",
+            "2001:db8::5",
+            "198.51.100.7/32",
+        ]))
+        .secgroups,
+    );
+    let chain = a[&format!("i-{P1}")].lines.join("\n");
+    assert!(
+        chain.contains(&format!(
+            "meta protocol ip ip saddr @a4-{AG} meta l4proto 6 th dport 22 accept"
+        )),
+        "{chain}"
+    );
+    assert!(
+        chain.contains(&format!(
+            "meta protocol ip6 ip6 saddr @a6-{AG} meta l4proto 6 th dport 22 accept"
+        )),
+        "{chain}"
+    );
+    assert_eq!(
+        a[&format!("a4-{AG}")].lines,
+        ["192.0.2.0/24", "198.51.100.7/32"]
+    );
+    assert_eq!(a[&format!("a6-{AG}")].lines, ["2001:db8::5/128"]);
+    assert!(a[&format!("a4-{AG}")].decl.contains("ipv4_addr"));
+    // An address removed: one set rewritten, no chain touched.
+    let b = render(&model(&ag_state(&["192.0.2.0/24", "2001:db8::5"])).secgroups);
+    assert_eq!(
+        delta_script(&a, &b).unwrap(),
+        format!(
+            "flush set bridge neutrino_sg a4-{AG}\n\
+             add element bridge neutrino_sg a4-{AG} {{ 192.0.2.0/24 }}\n"
+        )
+    );
+    // The last address gone: the set stays, empty, so the rule matches nothing.
+    let c = render(&model(&ag_state(&[])).secgroups);
+    assert!(c[&format!("a4-{AG}")].lines.is_empty());
+    assert_eq!(
+        delta_script(&b, &c).unwrap(),
+        format!("flush set bridge neutrino_sg a4-{AG}\nflush set bridge neutrino_sg a6-{AG}\n")
+    );
+    // No addresses from the server at all (an older server): an empty set, never "any".
+    let mut st = ag_state(&[]);
+    st.security_groups[0].address_groups.clear();
+    let d = render(&model(&st).secgroups);
+    assert!(d[&format!("a4-{AG}")].lines.is_empty());
+    // The rules gone: the sets go too.
+    let e = render(&model(&state(default_rules(), &[], false)).secgroups);
+    let s = delta_script(&a, &e).unwrap();
+    assert!(
+        s.contains(&format!("delete set bridge neutrino_sg a4-{AG}\n")),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("delete set bridge neutrino_sg a6-{AG}\n")),
+        "{s}"
+    );
+}
+
 #[test]
 fn rule_change_rewrites_the_port_chain_and_removal_cleans_up() {
     let a = render(&model(&state(default_rules(), &[], false)).secgroups);
@@ -247,14 +330,13 @@ fn scripts_are_accepted_by_nft() {
         json!({"id": "r8", "direction": "egress", "ethertype": "IPv6", "protocol": "ipv6-icmp",
         "port_range_min": 128, "remote_group_id": G1}),
     );
-    let b = render(
-        &model(&state(
-            rules,
-            &["10.0.0.5", "10.0.0.0/24", "2001:db8::1"],
-            true,
-        ))
-        .secgroups,
-    );
+    let mut st_b = state(rules, &["10.0.0.5", "10.0.0.0/24", "2001:db8::1"], true);
+    let mut ag = ag_state(&["192.0.2.0/24", "192.0.2.7", "2001:db8::/64"]);
+    st_b.security_groups[0]
+        .rules
+        .append(&mut ag.security_groups[0].rules.split_off(default_rules().len()));
+    st_b.security_groups[0].address_groups = ag.security_groups[0].address_groups.clone();
+    let b = render(&model(&st_b).secgroups);
     let res = (|| {
         run(&["nft", "-f", "-"], Some(&full_script(&a)))?;
         run(&["nft", "-f", "-"], Some(&delta_script(&a, &b).unwrap()))?;
@@ -265,4 +347,5 @@ fn scripts_are_accepted_by_nft() {
     let out = res.unwrap();
     assert!(out.contains(&format!("chain i-{P1}")), "{out}");
     assert!(!out.contains(&format!("chain i-{P2}")), "{out}");
+    assert!(!out.contains(&format!("a4-{AG}")), "{out}");
 }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{ApiClient, ClientError, Credentials};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, MetadataConfig};
 use crate::dhcp::{Dhcp, DhcpSettings};
 use crate::l2::{L2, L2Settings};
 use crate::model::HostModel;
@@ -101,6 +101,32 @@ pub fn reports(cfg: &AgentConfig) -> Vec<AgentReport> {
             resource_versions: None,
         });
     }
+    if let Some(m) = &cfg.metadata {
+        let mut conf = serde_json::Map::new();
+        conf.insert(
+            "metadata_proxy_socket".into(),
+            json!(m.socket.display().to_string()),
+        );
+        conf.insert(
+            "nova_metadata_host".into(),
+            json!(m.nova.as_ref().map(|n| n.host.clone())),
+        );
+        conf.insert(
+            "nova_metadata_port".into(),
+            json!(m.nova.as_ref().map(|n| n.port)),
+        );
+        conf.insert("log_agent_heartbeats".into(), Value::Bool(false));
+        out.push(AgentReport {
+            host: cfg.host.clone(),
+            agent_type: agent_type::METADATA.into(),
+            binary: "neutron-metadata-agent".into(),
+            topic: "N/A".into(),
+            availability_zone: None,
+            configurations: conf,
+            start_flag: true,
+            resource_versions: None,
+        });
+    }
     if let Some(l3) = &cfg.l3 {
         let mut conf = serde_json::Map::new();
         conf.insert("agent_mode".into(), json!(l3.agent_mode));
@@ -152,7 +178,7 @@ pub fn reconcilers(
     if let Some(d) = &cfg.dhcp {
         v.push(Box::new(Dhcp::new(
             net.clone(),
-            procs,
+            procs.clone(),
             DhcpSettings {
                 cfg: d.clone(),
                 dir: cfg.state_path.join("dhcp"),
@@ -169,14 +195,72 @@ pub fn reconcilers(
     )));
     if cfg.l3.is_some() {
         v.push(Box::new(crate::l3::L3::new(
-            net,
+            net.clone(),
             Arc::new(neutrino_host::nat::RealRouterOs),
             crate::l3::L3Settings {
                 dir: cfg.state_path.join("l3"),
             },
         )));
     }
+    // Last: haproxy needs the router and DHCP namespaces. Also without the proxy, when a
+    // role that runs haproxies is on, so haproxies of an earlier configuration are swept.
+    if cfg.metadata.is_some() || cfg.l3.is_some() || cfg.dhcp.is_some() {
+        v.push(Box::new(crate::metadata::MetadataProxies::new(
+            net,
+            procs,
+            metadata_settings(cfg),
+        )));
+    }
     v
+}
+
+/// Where the metadata haproxies run (none when the proxy is off).
+fn metadata_settings(cfg: &AgentConfig) -> crate::metadata::MetadataSettings {
+    let m = cfg.metadata.clone().unwrap_or_else(|| MetadataConfig {
+        shared_secret: String::new(),
+        nova: None,
+        socket: cfg.state_path.join("metadata_proxy"),
+        routers: false,
+        isolated: false,
+        force: false,
+    });
+    crate::metadata::MetadataSettings {
+        cfg: m,
+        dir: cfg.state_path.join("metadata"),
+        dhcp: cfg.dhcp.as_ref().map(|d| DhcpSettings {
+            cfg: d.clone(),
+            dir: cfg.state_path.join("dhcp"),
+        }),
+    }
+}
+
+/// Starts the metadata proxy on its unix socket, when configured. A failure to listen is
+/// logged: the rest of the agent keeps working (haproxy then answers 503).
+fn spawn_metadata_proxy(
+    cfg: &AgentConfig,
+    client: Arc<ApiClient>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) {
+    let Some(m) = &cfg.metadata else {
+        return;
+    };
+    if m.shared_secret.is_empty() {
+        tracing::warn!(
+            "metadata_proxy_shared_secret is empty: the metadata service will refuse requests \
+             unless it is configured with an empty secret too"
+        );
+    }
+    let proxy = Arc::new(crate::metadata::proxy::Proxy::new(
+        Arc::new(crate::metadata::proxy::ServerResolver(client)),
+        m.shared_secret.clone(),
+        m.nova.as_ref().map(|n| n.url()),
+    ));
+    let socket = m.socket.clone();
+    tasks.spawn(async move {
+        if let Err(e) = crate::metadata::proxy::serve(&socket, proxy).await {
+            tracing::error!(socket = %socket.display(), error = %e, "metadata proxy stopped");
+        }
+    });
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -289,6 +373,7 @@ pub async fn run_with(
         reports(&cfg),
         cfg.report_interval,
     ));
+    spawn_metadata_proxy(&cfg, client.clone(), &mut tasks);
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
     let (seq_tx, seq_rx) = watch::channel(None);
     tasks.spawn(follow_changes(

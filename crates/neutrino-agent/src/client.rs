@@ -300,6 +300,11 @@ impl ApiClient {
         }
     }
 
+    /// The network API's root URL (configured, or from the token's catalog).
+    pub async fn network_url(&self) -> Result<String, ClientError> {
+        Ok(self.session(false).await?.1)
+    }
+
     /// `GET path` returning JSON.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call::<(), Value>(reqwest::Method::GET, path, None, Duration::from_secs(60))

@@ -85,6 +85,51 @@ pub struct L3Config {
     pub handle_internal_only_routers: bool,
 }
 
+/// Nova's metadata API, when the proxy forwards there instead of to neutrino's own service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NovaMetadata {
+    /// `nova_metadata_host`.
+    pub host: String,
+    /// `nova_metadata_port` (8775).
+    pub port: u16,
+    /// `nova_metadata_protocol` (`http`).
+    pub protocol: String,
+}
+
+impl NovaMetadata {
+    /// The service's root URL (an instance's path is appended as is).
+    pub fn url(&self) -> String {
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{}://{host}:{}", self.protocol, self.port)
+    }
+}
+
+/// The metadata proxy's settings (metadata_agent.ini, plus the L3 and DHCP agents' options
+/// that decide where haproxy runs). Present when the proxy runs: the `metadata` role, or
+/// implied by the `l3` role with `enable_metadata_proxy`, or by the `dhcp` role with
+/// `enable_isolated_metadata` or `force_metadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataConfig {
+    /// `metadata_proxy_shared_secret`: key of the `X-Instance-ID-Signature` HMAC.
+    pub shared_secret: String,
+    /// `nova_metadata_host` etc.; `None` (no `nova_metadata_host`): neutrino's own service,
+    /// `<server>/metadata`.
+    pub nova: Option<NovaMetadata>,
+    /// `metadata_proxy_socket` (`<state_path>/metadata_proxy`): the proxy's unix socket.
+    pub socket: PathBuf,
+    /// haproxy in every `qrouter-` namespace (`l3` role and `enable_metadata_proxy`).
+    pub routers: bool,
+    /// haproxy in the `qdhcp-` namespace of isolated networks (`dhcp` role and
+    /// `enable_isolated_metadata`).
+    pub isolated: bool,
+    /// haproxy in every `qdhcp-` namespace (`dhcp` role and `force_metadata`).
+    pub force: bool,
+}
+
 /// How the agent reaches the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
@@ -132,6 +177,8 @@ pub struct AgentConfig {
     pub dhcp: Option<DhcpConfig>,
     /// The L3 role, when on (`[neutrino] agent_roles` contains `l3`).
     pub l3: Option<L3Config>,
+    /// The metadata proxy, when on.
+    pub metadata: Option<MetadataConfig>,
     /// The server.
     pub server: ServerConfig,
 }
@@ -151,6 +198,13 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("DEFAULT", "dhcp_driver"),
     ("DEFAULT", "agent_mode"),
     ("DEFAULT", "handle_internal_only_routers"),
+    ("DEFAULT", "enable_metadata_proxy"),
+    ("DEFAULT", "force_metadata"),
+    ("DEFAULT", "metadata_proxy_shared_secret"),
+    ("DEFAULT", "metadata_proxy_socket"),
+    ("DEFAULT", "nova_metadata_host"),
+    ("DEFAULT", "nova_metadata_port"),
+    ("DEFAULT", "nova_metadata_protocol"),
     ("agent", "report_interval"),
     ("agent", "polling_interval"),
     ("agent", "availability_zone"),
@@ -193,6 +247,55 @@ fn positive(
         .ok()
         .filter(|v| *v > 0)
         .ok_or_else(|| invalid(section, key, "must be a positive number of seconds"))
+}
+
+fn metadata_config(
+    ini: &Ini,
+    roles: &[String],
+    state_path: &std::path::Path,
+) -> Result<Option<MetadataConfig>, AgentConfigError> {
+    let has = |r: &str| roles.iter().any(|x| x == r);
+    let routers = has("l3") && ini.boolean("DEFAULT", "enable_metadata_proxy", true)?;
+    let isolated = has("dhcp") && ini.boolean("DEFAULT", "enable_isolated_metadata", false)?;
+    let force = has("dhcp") && ini.boolean("DEFAULT", "force_metadata", false)?;
+    if !(has("metadata") || routers || isolated || force) {
+        return Ok(None);
+    }
+    let nova = match ini.opt_string("DEFAULT", "nova_metadata_host") {
+        Some(host) => {
+            let port = ini.int("DEFAULT", "nova_metadata_port", 8775)?;
+            let port = u16::try_from(port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid("DEFAULT", "nova_metadata_port", "not a TCP port"))?;
+            let protocol = ini.string("DEFAULT", "nova_metadata_protocol", "http");
+            if protocol != "http" {
+                return Err(invalid(
+                    "DEFAULT",
+                    "nova_metadata_protocol",
+                    format!("{protocol:?}: only http is supported"),
+                ));
+            }
+            Some(NovaMetadata {
+                host,
+                port,
+                protocol,
+            })
+        }
+        None => None,
+    };
+    let socket = ini
+        .opt_string("DEFAULT", "metadata_proxy_socket")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_path.join("metadata_proxy"));
+    Ok(Some(MetadataConfig {
+        shared_secret: ini.string("DEFAULT", "metadata_proxy_shared_secret", ""),
+        nova,
+        socket,
+        routers,
+        isolated,
+        force,
+    }))
 }
 
 impl AgentConfig {
@@ -251,11 +354,11 @@ impl AgentConfig {
         };
         let roles = ini.list("neutrino", "agent_roles", &["l2", "dhcp"]);
         for r in &roles {
-            if r != "l2" && r != "dhcp" && r != "l3" {
+            if !["l2", "dhcp", "l3", "metadata"].contains(&r.as_str()) {
                 return Err(invalid(
                     "neutrino",
                     "agent_roles",
-                    format!("unknown role {r:?} (known: l2, dhcp, l3)"),
+                    format!("unknown role {r:?} (known: l2, dhcp, l3, metadata)"),
                 ));
             }
         }
@@ -308,6 +411,8 @@ impl AgentConfig {
         } else {
             None
         };
+        let state_path = PathBuf::from(ini.string("DEFAULT", "state_path", "/var/lib/neutrino"));
+        let metadata = metadata_config(ini, &roles, &state_path)?;
         let password = match ini.opt_string("neutrino", "password") {
             Some(p) => p,
             None => match ini.opt_string("neutrino", "password_file") {
@@ -328,7 +433,7 @@ impl AgentConfig {
             .ok_or_else(|| invalid("neutrino", "identity_url", "required (Keystone v3 URL)"))?;
         Ok(AgentConfig {
             host,
-            state_path: PathBuf::from(ini.string("DEFAULT", "state_path", "/var/lib/neutrino")),
+            state_path,
             report_interval: positive(ini, "agent", "report_interval", 30)?,
             polling_interval: positive(ini, "agent", "polling_interval", 2)?,
             full_resync_interval: positive(ini, "neutrino", "full_resync_interval", 300)?,
@@ -339,6 +444,7 @@ impl AgentConfig {
             firewall_driver: ini.string("securitygroup", "firewall_driver", "nftables"),
             dhcp,
             l3,
+            metadata,
             server: ServerConfig {
                 identity_url,
                 server_url: ini.opt_string("neutrino", "server_url"),
@@ -381,6 +487,54 @@ mod tests {
         assert_eq!(d.domain, "openstacklocal");
         assert_eq!(c.availability_zone, "az1");
         assert_eq!(c.server.username, "neutrino-agent");
+        // enable_isolated_metadata implies the metadata proxy, to neutrino's own service.
+        let m = c.metadata.unwrap();
+        assert!(m.isolated && !m.routers && !m.force && m.nova.is_none());
+        assert_eq!(m.socket, PathBuf::from("/var/lib/neutrino/metadata_proxy"));
+    }
+
+    #[test]
+    fn metadata_proxy_options() {
+        // Default roles (l2, dhcp) without isolated metadata: no proxy.
+        assert!(
+            parse(&format!("{BASE}[vxlan]\nenable_vxlan=false\n"))
+                .unwrap()
+                .metadata
+                .is_none()
+        );
+        // The l3 role implies it (enable_metadata_proxy defaults to true).
+        let c = parse(&format!(
+            "{BASE}agent_roles = l2,l3\n[vxlan]\nenable_vxlan=false\n[DEFAULT]\n\
+             metadata_proxy_shared_secret = s3cret\nnova_metadata_host = 192.0.2.7\n\
+             state_path = /srv/n\n"
+        ))
+        .unwrap();
+        let m = c.metadata.unwrap();
+        assert!(m.routers && !m.isolated);
+        assert_eq!(m.shared_secret, "s3cret");
+        assert_eq!(m.nova.unwrap().url(), "http://192.0.2.7:8775");
+        assert_eq!(m.socket, PathBuf::from("/srv/n/metadata_proxy"));
+        let c = parse(&format!(
+            "{BASE}agent_roles = l2,l3\n[vxlan]\nenable_vxlan=false\n[DEFAULT]\n\
+             enable_metadata_proxy = false\n"
+        ))
+        .unwrap();
+        assert!(c.metadata.is_none());
+        // The metadata role alone: the proxy, no haproxy.
+        let c = parse(&format!(
+            "{BASE}agent_roles = l2,metadata\n[vxlan]\nenable_vxlan=false\n[DEFAULT]\n\
+             force_metadata = true\nnova_metadata_host = ::1\nnova_metadata_port = 8000\n"
+        ))
+        .unwrap();
+        let m = c.metadata.unwrap();
+        assert!(!m.routers && !m.isolated && !m.force);
+        assert_eq!(m.nova.unwrap().url(), "http://[::1]:8000");
+        let e = parse(&format!(
+            "{BASE}agent_roles = l2,metadata\n[vxlan]\nenable_vxlan=false\n[DEFAULT]\n\
+             nova_metadata_host = h\nnova_metadata_protocol = gopher\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("nova_metadata_protocol"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! view of the host state the server sends ([`model`]), the reconcile loop ([`agent`],
 //! [`runner`]) and its reconcilers — L2 (Linux bridge, VXLAN, l2population: [`l2`]) and DHCP
 //! (dnsmasq per network: [`dhcp`]); more (security groups with nftables, L3) slot in as
-//! further [`runner::Reconciler`]s. Also the probe tool ([`probe`], [`clouds`]).
+//! further [`runner::Reconciler`]s. The metadata proxy and its haproxies ([`metadata`]).
+//! Also the probe tool ([`probe`], [`clouds`]).
 //!
 //! Every host operation goes through `neutrino-host`'s traits; this crate never spawns a
 //! process or touches a device itself. It never decides what the cloud should be: that is
@@ -18,6 +19,7 @@ pub mod config;
 pub mod dhcp;
 pub mod l2;
 pub mod l3;
+pub mod metadata;
 pub mod model;
 pub mod names;
 pub mod probe;

@@ -464,7 +464,8 @@ struct ProcState {
     netns: BTreeMap<u32, Option<String>>,
 }
 
-/// An in-memory [`Procs`]: started "daemons" write their `--pid-file=` like dnsmasq does.
+/// An in-memory [`Procs`]: started "daemons" write their `--pid-file=` like dnsmasq does
+/// (or `-p`, like haproxy).
 #[derive(Debug, Default)]
 pub struct FakeProcs {
     st: Mutex<ProcState>,
@@ -498,7 +499,16 @@ impl Procs for FakeProcs {
         let mut st = self.lock();
         st.next_pid += 1;
         let pid = 100_000 + st.next_pid;
-        if let Some(pf) = argv.iter().find_map(|a| a.strip_prefix("--pid-file=")) {
+        // dnsmasq's `--pid-file=PATH`, haproxy's `-p PATH`.
+        let dash_p = argv
+            .windows(2)
+            .find(|w| w[0] == "-p")
+            .map(|w| w[1].as_str());
+        if let Some(pf) = argv
+            .iter()
+            .find_map(|a| a.strip_prefix("--pid-file="))
+            .or(dash_p)
+        {
             crate::fs::write_atomic(std::path::Path::new(pf), &format!("{pid}\n"))?;
         }
         st.procs.insert(pid, argv.to_vec());

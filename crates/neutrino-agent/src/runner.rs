@@ -98,6 +98,13 @@ pub fn run_pass(reconcilers: &mut [Box<dyn Reconciler>], desired: &HostModel, pa
     for r in reconcilers.iter_mut() {
         let span = tracing::debug_span!("reconcile", reconciler = r.name());
         let _g = span.enter();
+        let started = std::time::Instant::now();
+        let changes = pass.changes;
         r.reconcile(desired, pass);
+        tracing::debug!(
+            elapsed_us = started.elapsed().as_micros() as u64,
+            changes = pass.changes - changes,
+            "reconciled"
+        );
     }
 }

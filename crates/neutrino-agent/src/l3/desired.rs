@@ -62,6 +62,8 @@ pub struct DesiredRouter {
     pub nft: String,
     /// Floating IP → fixed IP configured, with the gateway device (for gratuitous ARP).
     pub fips: BTreeMap<IpAddr, IpAddr>,
+    /// Floating IPs that only carry port forwardings (on the gateway device too).
+    pub forwarded: BTreeSet<IpAddr>,
     /// Gateway device name.
     pub gateway_dev: Option<String>,
 }
@@ -91,6 +93,7 @@ pub fn render(r: &Router, m: &HostModel) -> Option<DesiredRouter> {
     let mut devices = BTreeMap::new();
     let mut routes = BTreeSet::new();
     let mut fips = BTreeMap::new();
+    let mut forwarded = BTreeSet::new();
     let mut gateway_dev = None;
     let mut gw_ip = None;
     if let Some(g) = &r.gateway {
@@ -108,6 +111,15 @@ pub fn render(r: &Router, m: &HostModel) -> Option<DesiredRouter> {
             if let (IpAddr::V4(_), Some(fixed)) = (f.floating_ip, f.fixed_ip) {
                 fips.insert(f.floating_ip, fixed);
                 d.addrs.insert(format!("{}/32", f.floating_ip));
+            }
+        }
+        for pf in r
+            .port_forwardings
+            .iter()
+            .filter(|p| p.floating_ip.is_ipv4())
+        {
+            if !fips.contains_key(&pf.floating_ip) && forwarded.insert(pf.floating_ip) {
+                d.addrs.insert(format!("{}/32", pf.floating_ip));
             }
         }
         gateway_dev = Some(d.name.clone());
@@ -134,6 +146,25 @@ pub fn render(r: &Router, m: &HostModel) -> Option<DesiredRouter> {
             let _ = writeln!(pre, "\t\tip daddr {fip} dnat to {fixed}");
             let _ = writeln!(post, "\t\tip saddr {fixed} snat to {fip}");
         }
+        for pf in &r.port_forwardings {
+            if let (IpAddr::V4(fip), IpAddr::V4(to)) = (pf.floating_ip, pf.internal_ip)
+                && forwarded.contains(&pf.floating_ip)
+            {
+                let _ = writeln!(
+                    pre,
+                    "\t\tip daddr {fip} {} dport {} dnat to {to}:{}",
+                    pf.protocol, pf.external_port, pf.internal_port
+                );
+            }
+        }
+        // Hairpin: an instance reaching another one's floating IP (or forwarding) from an
+        // internal network. Translated to the router's address on the target's network so
+        // that the reply comes back through the router and conntrack, not straight to the
+        // sender, which expects the floating address.
+        let _ = writeln!(
+            post,
+            "\t\tiifname != \"{qg}\" oifname != \"{qg}\" ct status & dnat != 0 masquerade"
+        );
         if let (true, Some(gw)) = (r.enable_snat, gw_ip) {
             internal.sort();
             internal.dedup();
@@ -155,6 +186,7 @@ pub fn render(r: &Router, m: &HostModel) -> Option<DesiredRouter> {
         routes,
         nft,
         fips,
+        forwarded,
         gateway_dev,
     })
 }

@@ -49,6 +49,26 @@ pub struct FloatingIp {
     pub status: String,
 }
 
+/// A floating IP port forwarding (`protocol` `floating_ip:external_port` →
+/// `internal_ip:internal_port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortForwarding {
+    /// Id.
+    pub id: String,
+    /// Floating IP id.
+    pub floatingip_id: String,
+    /// The floating address.
+    pub floating_ip: IpAddr,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// External port.
+    pub external_port: u16,
+    /// Internal address.
+    pub internal_ip: IpAddr,
+    /// Internal port.
+    pub internal_port: u16,
+}
+
 /// An extra route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraRoute {
@@ -75,6 +95,8 @@ pub struct Router {
     pub interfaces: Vec<RouterPort>,
     /// Floating IPs.
     pub floating_ips: Vec<FloatingIp>,
+    /// Port forwardings of its floating IPs.
+    pub port_forwardings: Vec<PortForwarding>,
 }
 
 fn port(p: &neutrino_wire::RouterPortState) -> Option<RouterPort> {
@@ -156,7 +178,36 @@ pub fn parse(routers: &[RouterState]) -> Vec<Router> {
                         })
                     })
                     .collect(),
+                port_forwardings: r
+                    .port_forwardings
+                    .iter()
+                    .filter_map(|pf| forwarding(pf, &r.floating_ips))
+                    .collect(),
             })
         })
         .collect()
+}
+
+fn forwarding(pf: &Doc, fips: &[Doc]) -> Option<PortForwarding> {
+    let fip_id = s(pf, "floatingip_id");
+    let fip = fips.iter().find(|f| s(f, "id") == fip_id)?;
+    let port = |k: &str| {
+        pf.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+    };
+    let protocol = s(pf, "protocol");
+    if protocol != "tcp" && protocol != "udp" {
+        return None;
+    }
+    Some(PortForwarding {
+        id: s(pf, "id").to_string(),
+        floatingip_id: fip_id.to_string(),
+        floating_ip: s(fip, "floating_ip_address").parse().ok()?,
+        protocol: protocol.to_string(),
+        external_port: port("external_port")?,
+        internal_ip: s(pf, "internal_ip_address").parse().ok()?,
+        internal_port: port("internal_port")?,
+    })
 }

@@ -223,10 +223,18 @@ impl L3 {
                     step(pass, qg, os.garp(ns, qg, &fip.to_string()));
                 }
             }
+            for fip in &d.forwarded {
+                if !old.contains_key(fip) {
+                    step(pass, qg, os.garp(ns, qg, &fip.to_string()));
+                }
+            }
         }
         let ok = pass.failures.len() == before;
         if ok {
-            self.fips.insert(d.id.clone(), d.fips.clone());
+            // Forwarded-only addresses are remembered as mapping to themselves.
+            let mut seen = d.fips.clone();
+            seen.extend(d.forwarded.iter().map(|f| (*f, *f)));
+            self.fips.insert(d.id.clone(), seen);
         }
         ok
     }
@@ -271,7 +279,9 @@ impl Reconciler for L3 {
             }
             for f in &r.floating_ips {
                 live.insert(f.id.clone());
-                let want = if d.fips.contains_key(&f.floating_ip) {
+                let want = if d.fips.contains_key(&f.floating_ip)
+                    || d.forwarded.contains(&f.floating_ip)
+                {
                     FloatingIpStatus::Active
                 } else {
                     FloatingIpStatus::Down
@@ -435,6 +445,72 @@ mod tests {
         assert!(p.failures.is_empty(), "{:?}", p.failures);
         assert!(net.netns_list(None).unwrap().iter().all(|n| n.name != ns));
         assert!(!dir.join(R).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn port_forwardings_and_hairpin_render_into_the_nat_table() {
+        let mut st = state(None);
+        st[0].port_forwardings = vec![
+            json!({"id": "pf1", "floatingip_id": "f1", "protocol": "tcp", "external_port": 2222,
+                   "internal_port": 22, "internal_ip_address": "10.0.0.7"}),
+            json!({"id": "pf2", "floatingip_id": "f1", "protocol": "udp", "external_port": 53,
+                   "internal_port": 5353, "internal_ip_address": "10.0.0.8"}),
+            // Not ours to render: unknown floating IP, bad port.
+            json!({"id": "pf3", "floatingip_id": "nope", "protocol": "tcp", "external_port": 1,
+                   "internal_port": 1, "internal_ip_address": "10.0.0.9"}),
+            json!({"id": "pf4", "floatingip_id": "f1", "protocol": "tcp", "external_port": 0,
+                   "internal_port": 1, "internal_ip_address": "10.0.0.9"}),
+        ]
+        .into_iter()
+        .map(|v| v.as_object().unwrap().clone())
+        .collect();
+        let mut m = model(None);
+        m.routers = model::parse(&st);
+        assert_eq!(m.routers[0].port_forwardings.len(), 2);
+        let d = render(&m.routers[0], &m).unwrap();
+        let qg = "qg-g0000000-00";
+        assert!(d.devices[qg].addrs.contains("203.0.113.150/32"), "{d:?}");
+        assert!(d.fips.is_empty());
+        assert!(
+            d.nft
+                .contains("ip daddr 203.0.113.150 tcp dport 2222 dnat to 10.0.0.7:22"),
+            "{}",
+            d.nft
+        );
+        assert!(
+            d.nft
+                .contains("ip daddr 203.0.113.150 udp dport 53 dnat to 10.0.0.8:5353"),
+            "{}",
+            d.nft
+        );
+        assert!(!d.nft.contains("10.0.0.9"), "{}", d.nft);
+        assert!(
+            d.nft.contains(&format!(
+                "iifname != \"{qg}\" oifname != \"{qg}\" ct status & dnat != 0 masquerade"
+            )),
+            "{}",
+            d.nft
+        );
+        // The floating IP is realised (ACTIVE) and announced once.
+        let net = Arc::new(FakeNet::new());
+        for n in [EXT, INT] {
+            net.add_bridge(None, &crate::names::bridge(n)).unwrap();
+        }
+        let os = Arc::new(FakeRouterOs::default());
+        let dir = std::env::temp_dir().join(format!("neutrino-l3-pf-{}", std::process::id()));
+        let mut l3 = L3::new(net, os.clone(), L3Settings { dir: dir.clone() });
+        let mut p = Pass::default();
+        l3.reconcile(&m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        assert_eq!(
+            p.floating_ip_status,
+            vec![("f1".to_string(), FloatingIpStatus::Active)]
+        );
+        let mut p = Pass::default();
+        l3.reconcile(&m, &mut p);
+        assert_eq!(p.changes, 0);
+        assert_eq!(os.state.lock().unwrap().garps.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

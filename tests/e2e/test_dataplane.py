@@ -567,6 +567,52 @@ def dnsmasq_for(net_id):
     return found
 
 
+def nft_ruleset(topo, host):
+    """The objects of `nft -j list ruleset` in a host's namespace (tables, chains, sets,
+    maps, rules, elements inside their sets and maps)."""
+    out = sh("nsenter", f"--net=/run/netns/{topo.host_ns(host)}", "nft", "-j", "list",
+             "ruleset").stdout
+    return json.loads(out or '{"nftables": []}')["nftables"]
+
+
+def delete_networks(topo):
+    """Deletes our probes, then every port, subnet and network named with our prefix.
+    Returns the ids of the networks and of the ports deleted."""
+    for name in list(topo.probes):
+        p = topo.probe_delete(name)
+        assert p.returncode == 0, p.stderr
+    nets = [n for n in topo.api("GET", "/networks")["networks"] if n["name"].startswith(topo.pfx)]
+    port_ids = []
+    for n in nets:
+        for p in topo.api("GET", f"/ports?network_id={n['id']}")["ports"]:
+            port_ids.append(p["id"])
+            topo.api("DELETE", f"/ports/{p['id']}", expect=(204, 404))
+        for s in topo.api("GET", f"/subnets?network_id={n['id']}")["subnets"]:
+            topo.api("DELETE", f"/subnets/{s['id']}", expect=(204, 404, 409))
+        topo.api("DELETE", f"/networks/{n['id']}", expect=(204, 404))
+    return [n["id"] for n in nets], port_ids
+
+
+def leftovers(topo, net_ids):
+    """What deleted networks left on the hosts: qdhcp namespaces, dnsmasq processes, probe
+    namespaces, bridges, VXLAN and tap devices, DHCP state directories."""
+    left = []
+    names = netns_names()
+    for nid in net_ids:
+        if f"qdhcp-{nid}" in names:
+            left.append(f"qdhcp-{nid}")
+        left += [f"dnsmasq {p}" for p in dnsmasq_for(nid)]
+    left += [n for n in names if n.startswith(f"probe-{topo.pfx}")]
+    for h in topo.hosts:
+        for l in links(topo.host_ns(h)):
+            if l["ifname"].startswith(("brq", "vxlan-", "tap")):
+                left.append(f"{h}:{l['ifname']}")
+        d = topo.agents[h].dir / "state" / "dhcp"
+        if d.exists():
+            left += [f"{h}:dhcp/{x}" for x in os.listdir(d)]
+    return left
+
+
 def test_deleting_ports_and_networks_leaves_nothing(topo):
     nets = [one_host(topo)[0], two_hosts(topo)[0]]
     for name in list(topo.probes):
@@ -585,21 +631,7 @@ def test_deleting_ports_and_networks_leaves_nothing(topo):
     assert {n["id"] for n in nets} <= set(ids)
 
     def clean():
-        left = []
-        names = netns_names()
-        for nid in ids:
-            if f"qdhcp-{nid}" in names:
-                left.append(f"qdhcp-{nid}")
-            left += [f"dnsmasq {p}" for p in dnsmasq_for(nid)]
-        left += [n for n in names if n.startswith(f"probe-{topo.pfx}")]
-        for h in topo.hosts:
-            for l in links(topo.host_ns(h)):
-                if l["ifname"].startswith(("brq", "vxlan-", "tap")):
-                    left.append(f"{h}:{l['ifname']}")
-            d = topo.agents[h].dir / "state" / "dhcp"
-            if d.exists():
-                left += [f"{h}:dhcp/{x}" for x in os.listdir(d)]
-        return left
+        return leftovers(topo, ids)
     deadline = time.time() + 60
     while clean() and time.time() < deadline:
         time.sleep(0.5)

@@ -7,6 +7,7 @@ these tests FAIL, never skip, when they cannot run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -314,3 +315,70 @@ def test_benchmark_rule_change_to_nft(topo):
           f"max {samples[-1] * 1000:.0f} ms, n={len(samples)}")
     assert last is not None
     assert samples[len(samples) // 2] < 5.0
+
+
+# Chains of our tables that exist whatever the ports (the dispatch and conntrack chains).
+STATIC_CHAINS = {"forward", "prerouting"}
+
+
+def nft_leftovers(topo, ids):
+    """Objects of our nft tables, on every host, that belong to ports or groups: per-port
+    chains, group and address-group sets, dispatch map entries, anything naming `ids`."""
+    left = []
+    for h in topo.hosts:
+        for obj in dp.nft_ruleset(topo, h):
+            kind, body = next(iter(obj.items()))
+            if kind in ("metainfo", "table") or body.get("table") != "neutrino_sg":
+                continue
+            text = json.dumps(body)
+            name = f"{h}:{body.get('family')} {kind} {body.get('name', body.get('chain'))}"
+            if kind == "chain" and body["name"] not in STATIC_CHAINS:
+                left.append(name)
+            elif kind == "set":
+                left.append(name)
+            elif kind == "map" and body.get("elem"):
+                left.append(f"{name} elements {body['elem']}")
+            elif any(i in text for i in ids):
+                left.append(f"{name}: {text[:200]}")
+    return left
+
+
+def test_deleting_everything_leaves_no_nft_object_namespace_or_dnsmasq(topo):
+    """Deleting the ports and networks of this module removes every nft chain, set and map
+    entry made for them, and the DHCP namespaces, dnsmasq processes and devices."""
+    # Whatever the other tests left, at least: ports on both hosts, a remote-group set and
+    # an address-group set.
+    net, _ = topo.network("td", "10.69.0.0/24")
+    g = group(topo, "td")
+    ag = address_group(topo, "td", ["192.0.2.9/32"])
+    rule(topo, g, protocol="tcp", port_range_min=22, port_range_max=22, remote_group_id=g["id"])
+    rule(topo, g, protocol="udp", port_range_min=53, port_range_max=53,
+         remote_address_group_id=ag["id"])
+    for h in ("h1", "h2"):
+        p = topo.probe(net["id"], h, f"td{h}")
+        put_port(topo, p["port_id"], security_groups=[g["id"]])
+    for h in ("h1", "h2"):
+        eventually(f"sets on {h}", lambda h=h: nft_set(topo, h, f"g4-{g['id']}")
+                   and nft_set(topo, h, f"a4-{ag['id']}"))
+    groups = [g["id"] for g in topo.api("GET", "/security-groups")["security_groups"]
+              if g["name"].startswith(topo.pfx)]
+    ags = [g["id"] for g in topo.api("GET", "/address-groups")["address_groups"]
+           if g["name"].startswith(topo.pfx)]
+    before = nft_leftovers(topo, [])
+    assert any(" chain i-" in x for x in before), before  # the check sees real objects
+    assert any(" set a4-" in x for x in before), before
+    net_ids, port_ids = dp.delete_networks(topo)
+    assert net_ids and port_ids
+    ids = port_ids + groups + ags
+
+    def clean():
+        return nft_leftovers(topo, ids) + dp.leftovers(topo, net_ids)
+    deadline = time.time() + 60
+    while clean() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not clean(), f"left behind: {clean()}\n{topo.agent_logs()}"
+    # Our tables stay (the next port needs them), empty of anything port-specific.
+    for h in topo.hosts:
+        tables = {(o["table"]["family"], o["table"]["name"]) for o in dp.nft_ruleset(topo, h)
+                  if "table" in o}
+        assert {("bridge", "neutrino_sg"), ("inet", "neutrino_sg")} <= tables, tables

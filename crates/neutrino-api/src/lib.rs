@@ -3,7 +3,9 @@
 //! Owns the HTTP surface on the network port: routing, authentication of each request (through
 //! the [`Authenticate`] hook the binary supplies), request ids, attribute validation, policy,
 //! and the resource services (networks, subnets, subnet pools, ports, quotas, tags, IP
-//! availability, RBAC policies, address scopes, address groups, routers, floating IPs, ...). Handlers parse at the edge, call a service, and map the result; every write
+//! availability, RBAC policies, address scopes, address groups, routers, floating IPs,
+//! instance data, ...), plus the metadata service under `/metadata`, which authenticates
+//! by the metadata proxy's signature instead of a token. Handlers parse at the edge, call a service, and map the result; every write
 //! is one store transaction. This crate must never talk to hosts or agents directly: it commits
 //! intent and the change log carries it onward.
 
@@ -33,6 +35,8 @@ pub mod floatingips;
 pub mod ip_availability;
 pub mod ipam;
 pub mod l3_scheduler;
+pub mod metadata;
+pub mod metadata_service;
 pub mod ml2;
 pub mod networks;
 pub mod policy;
@@ -115,6 +119,7 @@ impl ApiState {
 
 /// The complete router for the network API port.
 pub fn router(state: ApiState) -> Router {
+    let state_for_metadata = state.clone();
     let v2 = Router::new()
         .merge(extensions::routes())
         .merge(networks::routes())
@@ -136,6 +141,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(floatingips::routes())
         .merge(port_forwardings::routes())
         .merge(l3_scheduler::routes())
+        .merge(metadata::routes())
         // The agent sync protocol shares the port and the authentication.
         .merge(agent_api::routes())
         .route("/v2.0", get(v2_index))
@@ -148,6 +154,8 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state);
     Router::new()
         .route("/", get(versions))
+        // The metadata service authenticates by the proxy's signature, not by token.
+        .merge(metadata_service::routes(state_for_metadata))
         .merge(v2)
         .layer(axum::middleware::from_fn(request_id))
 }

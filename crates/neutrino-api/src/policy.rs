@@ -551,6 +551,11 @@ const DEFAULT_RULES: &[(&str, &str)] = &[
         "(rule:admin_only) or (rule:service_api)",
     ),
     ("get_service_provider", "role:reader"),
+    // Instance data for the metadata service (neutrino's /v2.0/instance-metadata).
+    ("create_instance_metadata", "rule:admin_or_project_member"),
+    ("get_instance_metadata", "rule:admin_or_project_reader"),
+    ("update_instance_metadata", "rule:admin_or_project_member"),
+    ("delete_instance_metadata", "rule:admin_or_project_member"),
 ];
 
 /// Why a policy file could not be loaded.

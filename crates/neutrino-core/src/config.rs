@@ -252,6 +252,25 @@ pub struct Config {
     pub policy_file: Option<String>,
     /// `[keystone_authtoken]`: validate tokens against an external Keystone when set.
     pub keystone_authtoken: Option<KeystoneAuthtoken>,
+    /// The secret metadata proxies sign instance ids with (see [`metadata_secret`]); the
+    /// metadata service refuses every request while it is unset.
+    pub metadata_proxy_shared_secret: Option<String>,
+}
+
+/// Where the metadata proxy shared secret may be set, in order of precedence: neutrino's own
+/// `[metadata]` section, Nova's spelling (`[neutron]` of nova.conf), and `[DEFAULT]` (the
+/// metadata_agent.ini spelling, so one file can serve a server and its agent).
+pub const METADATA_SECRET_OPTIONS: &[(&str, &str)] = &[
+    ("metadata", "metadata_proxy_shared_secret"),
+    ("neutron", "metadata_proxy_shared_secret"),
+    ("DEFAULT", "metadata_proxy_shared_secret"),
+];
+
+/// The metadata proxy shared secret configured in `ini`, if any (empty counts as unset).
+pub fn metadata_secret(ini: &Ini) -> Option<String> {
+    METADATA_SECRET_OPTIONS
+        .iter()
+        .find_map(|(s, k)| ini.opt_string(s, k))
 }
 
 /// `[keystone_authtoken]` options (the keystonemiddleware names).
@@ -306,6 +325,9 @@ const KNOWN: &[(&str, &str)] = &[
     ("DEFAULT", "service_plugins"),
     ("database", "connection"),
     ("oslo_policy", "policy_file"),
+    ("metadata", "metadata_proxy_shared_secret"),
+    ("neutron", "metadata_proxy_shared_secret"),
+    ("DEFAULT", "metadata_proxy_shared_secret"),
     ("keystone_authtoken", "auth_url"),
     ("keystone_authtoken", "username"),
     ("keystone_authtoken", "password"),
@@ -374,6 +396,7 @@ impl Config {
             quotas,
             policy_file: ini.opt_string("oslo_policy", "policy_file"),
             keystone_authtoken,
+            metadata_proxy_shared_secret: metadata_secret(&ini),
             ini,
         })
     }
@@ -465,6 +488,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("f:2"), "{err}");
+    }
+
+    #[test]
+    fn metadata_secret_precedence() {
+        let c = Config::from_ini(
+            Ini::parse("[DEFAULT]\nmetadata_proxy_shared_secret = d\n", "f").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.metadata_proxy_shared_secret.as_deref(), Some("d"));
+        let c = Config::from_ini(
+            Ini::parse(
+                "[DEFAULT]\nmetadata_proxy_shared_secret = d\n[metadata]\nmetadata_proxy_shared_secret = m\n[neutron]\nmetadata_proxy_shared_secret = n\n",
+                "f",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.metadata_proxy_shared_secret.as_deref(), Some("m"));
+        let c = Config::from_ini(
+            Ini::parse("[metadata]\nmetadata_proxy_shared_secret =\n", "f").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.metadata_proxy_shared_secret, None);
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! Hosts of multi-host tests are namespaces: `--host-netns NS` puts the outer end there
 //! (default: the caller's namespace, i.e. the machine is the host).
 //!
+//! `--hostname`, `--public-key` and `--user-data` attach instance data for the metadata
+//! service to the probe's instance id `probe-<name>` (`/v2.0/instance-metadata`); `delete`
+//! removes them.
+//!
 //! Owns `probe-*` namespaces it created, their processes, and `<state dir>/<name>/`.
 //! Never touches a namespace or port that is not a probe's.
 
@@ -69,6 +73,55 @@ pub struct ProbeCreate {
     pub state_dir: PathBuf,
     /// How long to wait for ACTIVE and for the lease.
     pub timeout: Duration,
+    /// Instance data for the metadata service (`PUT /v2.0/instance-metadata/probe-<name>`);
+    /// nothing is attached when None.
+    pub instance_data: Option<InstanceData>,
+}
+
+/// What a probe tells the metadata service about itself (neutrino's instance data).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceData {
+    /// Host name served as `hostname` (OpenStack) and `hostname`/`local-hostname` (EC2).
+    pub hostname: Option<String>,
+    /// Public keys (name, key text).
+    pub public_keys: Vec<(String, String)>,
+    /// User data.
+    pub user_data: Option<String>,
+}
+
+impl InstanceData {
+    /// The `PUT /v2.0/instance-metadata/<id>` body.
+    pub fn body(&self) -> Value {
+        let keys: serde_json::Map<String, Value> = self
+            .public_keys
+            .iter()
+            .map(|(n, k)| (n.clone(), Value::String(k.clone())))
+            .collect();
+        let mut doc = json!({"public_keys": keys});
+        if let Some(h) = &self.hostname {
+            doc["hostname"] = json!(h);
+        }
+        if let Some(u) = &self.user_data {
+            doc["user_data"] = json!(u);
+        }
+        json!({"instance_metadata": doc})
+    }
+}
+
+/// Attaches `data` to the probe's instance id (its ports' `device_id`).
+async fn put_instance_data(
+    api: &ApiClient,
+    device_id: &str,
+    data: &InstanceData,
+) -> Result<(), ProbeError> {
+    api.call::<Value, Value>(
+        reqwest::Method::PUT,
+        &format!("/v2.0/instance-metadata/{}", segment(device_id)),
+        Some(&data.body()),
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A probe as shown by `create` and `list`.
@@ -323,6 +376,16 @@ pub async fn create(
     };
     let port_id = s(&port, "id");
     let mac = s(&port, "mac_address");
+    // After the port exists, so the data belong to the port's project.
+    if let Some(data) = &c.instance_data
+        && let Err(e) = put_instance_data(api, &device_id, data).await
+    {
+        let mut errs = vec![e];
+        if created && let Err(e) = delete_port(api, &port_id).await {
+            errs.push(e);
+        }
+        return Err(ProbeError::Many(errs));
+    }
     let dir = c.state_dir.join(&c.name);
     let plumb = || -> Result<(), ProbeError> {
         fs::write_atomic(&dir.join("port"), &format!("{port_id}\n"))?;
@@ -413,6 +476,22 @@ async fn delete_port(api: &ApiClient, id: &str) -> Result<(), ProbeError> {
         .call::<(), Value>(
             reqwest::Method::DELETE,
             &format!("/v2.0/ports/{}", segment(id)),
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.status() == Some(404) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_instance_data(api: &ApiClient, device_id: &str) -> Result<(), ProbeError> {
+    match api
+        .call::<(), Value>(
+            reqwest::Method::DELETE,
+            &format!("/v2.0/instance-metadata/{}", segment(device_id)),
             None,
             Duration::from_secs(60),
         )
@@ -527,6 +606,11 @@ pub async fn delete(
         (None, _) if !exists => errs.push(ProbeError::Invalid(format!("no probe {name}"))),
         (None, _) => {}
     }
+    // Instance data attached by `create` go with the probe (a later probe of the same name
+    // must not inherit its keys or user data).
+    if let Err(e) = delete_instance_data(api, &ns).await {
+        errs.push(e);
+    }
     if let Err(e) = fs::remove_dir(&dir) {
         errs.push(e.into());
     }
@@ -554,6 +638,24 @@ pub fn exec_in(name: &str, argv: &[String]) -> Result<i32, ProbeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_data_body() {
+        let d = InstanceData {
+            hostname: Some("web1".into()),
+            public_keys: vec![("mykey".into(), "ssh-ed25519 AAAA x".into())],
+            user_data: Some("#!/bin/sh\n".into()),
+        };
+        assert_eq!(
+            d.body(),
+            json!({"instance_metadata": {"hostname": "web1",
+                "public_keys": {"mykey": "ssh-ed25519 AAAA x"}, "user_data": "#!/bin/sh\n"}})
+        );
+        assert_eq!(
+            InstanceData::default().body(),
+            json!({"instance_metadata": {"public_keys": {}}})
+        );
+    }
 
     #[test]
     fn names_and_dhcp_client_arguments() {

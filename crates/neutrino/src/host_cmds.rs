@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use neutrino_agent::client::ApiClient;
 use neutrino_agent::config::{AgentConfig, KNOWN_OPTIONS, machine_hostname};
-use neutrino_agent::probe::{self, ProbeCreate, ProbeInfo};
+use neutrino_agent::probe::{self, InstanceData, ProbeCreate, ProbeInfo};
 use neutrino_core::config::Ini;
 use neutrino_host::{IpNet, RealProcs};
 
@@ -63,6 +63,15 @@ enum ProbeCmd {
         /// Seconds to wait for ACTIVE and for the lease.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Host name the metadata service gives the probe.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Public key for the metadata service, `NAME=FILE` (repeatable).
+        #[arg(long = "public-key", value_name = "NAME=FILE")]
+        public_key: Vec<String>,
+        /// File whose content the metadata service serves as user data.
+        #[arg(long, value_name = "FILE")]
+        user_data: Option<PathBuf>,
     },
     /// List probes (ports owned by probes) and whether they live on this machine.
     List,
@@ -174,6 +183,39 @@ fn generated_name() -> String {
     format!("p{:06x}", rand::rng().random_range(0..0xff_ffffu32))
 }
 
+/// The instance data of `probe create`'s `--hostname`, `--public-key NAME=FILE` and
+/// `--user-data FILE`; None when none is given.
+fn instance_data(
+    hostname: Option<String>,
+    public_keys: &[String],
+    user_data: Option<&Path>,
+) -> Result<Option<InstanceData>> {
+    if hostname.is_none() && public_keys.is_empty() && user_data.is_none() {
+        return Ok(None);
+    }
+    let mut keys = Vec::new();
+    for spec in public_keys {
+        let (name, file) = spec
+            .split_once('=')
+            .filter(|(n, f)| !n.is_empty() && !f.is_empty())
+            .with_context(|| format!("--public-key {spec:?}: expected NAME=FILE"))?;
+        let key = std::fs::read_to_string(file)
+            .with_context(|| format!("reading public key file {file}"))?;
+        keys.push((name.to_string(), key.trim().to_string()));
+    }
+    let user_data = user_data
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading user data file {}", f.display()))
+        })
+        .transpose()?;
+    Ok(Some(InstanceData {
+        hostname,
+        public_keys: keys,
+        user_data,
+    }))
+}
+
 /// `neutrino probe ...`.
 pub(crate) async fn probe(a: ProbeArgs) -> Result<()> {
     if let ProbeCmd::Exec { name, cmd } = &a.cmd {
@@ -195,7 +237,11 @@ pub(crate) async fn probe(a: ProbeArgs) -> Result<()> {
             security_group,
             no_wait,
             timeout,
+            hostname,
+            public_key,
+            user_data,
         } => {
+            let instance_data = instance_data(hostname, &public_key, user_data.as_deref())?;
             let c = ProbeCreate {
                 network,
                 port,
@@ -206,6 +252,7 @@ pub(crate) async fn probe(a: ProbeArgs) -> Result<()> {
                 wait: !no_wait,
                 state_dir: a.state_dir,
                 timeout: Duration::from_secs(timeout),
+                instance_data,
             };
             let info = probe::create(&api, &net, &c).await?;
             print_probe(&mut out, &info)?;
@@ -221,4 +268,39 @@ pub(crate) async fn probe(a: ProbeArgs) -> Result<()> {
         ProbeCmd::Exec { .. } => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_data_flags() {
+        assert_eq!(instance_data(None, &[], None).unwrap(), None);
+        let dir = std::env::temp_dir().join(format!("neutrino-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("key.pub");
+        let ud = dir.join("user-data");
+        std::fs::write(&key, "ssh-ed25519 AAAA op@x\n").unwrap();
+        std::fs::write(&ud, "#!/bin/sh\necho hi\n").unwrap();
+        let spec = format!("mykey={}", key.display());
+        let d = instance_data(Some("web1".into()), &[spec], Some(&ud))
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.hostname.as_deref(), Some("web1"));
+        assert_eq!(
+            d.public_keys,
+            [("mykey".to_string(), "ssh-ed25519 AAAA op@x".to_string())]
+        );
+        assert_eq!(d.user_data.as_deref(), Some("#!/bin/sh\necho hi\n"));
+        for bad in ["nokey", "=file", "name="] {
+            assert!(
+                instance_data(None, &[bad.to_string()], None).is_err(),
+                "{bad}"
+            );
+        }
+        let missing = format!("k={}", dir.join("missing").display());
+        assert!(instance_data(None, &[missing], None).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -413,6 +413,12 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     if let Some(p) = a.identity_port {
         ini.set("neutrino", "identity_port", &p.to_string());
     }
+    // The metadata service and this host's metadata proxy sign with a shared secret; like the
+    // agent's password it is generated once and kept in the state directory.
+    if neutrino_core::config::metadata_secret(&ini).is_none() {
+        let secret = read_or_generate(&dir.join("metadata-secret"))?;
+        ini.set("metadata", "metadata_proxy_shared_secret", &secret);
+    }
     let cfg = Config::from_ini(ini)?;
     if cfg.keystone_authtoken.is_some() {
         bail!("all-in-one runs its own identity service; remove [keystone_authtoken]");
@@ -443,7 +449,11 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
         Some(p) => p,
         None => read_or_generate(&dir.join("agent-password"))?,
     };
-    let agent_ini = cfg.ini.clone();
+    let mut agent_ini = cfg.ini.clone();
+    // The agent reads metadata_agent.ini's spelling; give it the secret the server uses.
+    if let Some(secret) = &cfg.metadata_proxy_shared_secret {
+        agent_ini.set("DEFAULT", "metadata_proxy_shared_secret", secret);
+    }
     let with_agent =
         a.agent || (!a.no_agent && cfg.ini.boolean("neutrino", "all_in_one_agent", true)?);
     let running = start(

@@ -19,7 +19,7 @@
 //! rebuild, and schedules them as Neutron's `notify_router_updated` does. This module must
 //! never talk to an agent.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use axum::body::Bytes;
@@ -769,25 +769,82 @@ pub async fn port_deleted(st: &ApiState, tx: &mut AnyConnection, port: &Obj) -> 
         apply_assoc(&mut fip, &Assoc::default());
         db::save(tx, &KIND, &mut fip).await?;
     }
+    remove_forwardings(st, tx, &port_id, |_| true, &mut touched).await?;
+    touched.sort();
+    touched.dedup();
+    for r in touched {
+        l3_scheduler::notify_router(tx, &r).await?;
+    }
+    Ok(())
+}
+
+/// Removes the port forwardings to `port_id` whose internal address `gone` selects; a
+/// floating IP left without forwardings leaves its router. Routers touched go to `touched`.
+async fn remove_forwardings(
+    st: &ApiState,
+    tx: &mut AnyConnection,
+    port_id: &str,
+    gone: impl Fn(&str) -> bool,
+    touched: &mut Vec<String>,
+) -> ApiResult<()> {
     for pf in db::list(
         &mut *tx,
         &port_forwardings::KIND,
-        Some(("internal_port_id", &port_id)),
+        Some(("internal_port_id", port_id)),
     )
     .await?
     {
+        if !gone(str_of(&pf, "internal_ip_address")) {
+            continue;
+        }
         let fip_id = str_of(&pf, "floatingip_id").to_string();
+        if let Some(r) = db::get(&mut *tx, &KIND, &fip_id)
+            .await?
+            .and_then(|f| opt_str(&f, "router_id"))
+        {
+            touched.push(r);
+        }
         db::remove(tx, &port_forwardings::KIND, &pf).await?;
         if !has_port_forwardings(tx, &fip_id).await?
             && let Some(mut fip) = db::get_for_update(tx, &st.db, &KIND, &fip_id).await?
         {
-            if let Some(r) = opt_str(&fip, "router_id") {
-                touched.push(r);
-            }
             fip.insert("router_id".into(), Value::Null);
             db::save(tx, &KIND, &mut fip).await?;
         }
     }
+    Ok(())
+}
+
+/// A port's fixed IPs are being replaced by `new_ips` (Neutron's
+/// `prevent_internal_ip_change_for_fip` and the port forwarding plugin's port-update
+/// handler): the address a floating IP is associated with cannot go (400), and port
+/// forwardings to addresses that go are deleted.
+pub async fn port_fixed_ips_changing(
+    st: &ApiState,
+    tx: &mut AnyConnection,
+    port: &Obj,
+    new_ips: &[Value],
+) -> ApiResult<()> {
+    let port_id = str_of(port, "id");
+    let keep: BTreeSet<&str> = new_ips
+        .iter()
+        .filter_map(|f| f.get("ip_address").and_then(Value::as_str))
+        .collect();
+    for fip in db::list(&mut *tx, &KIND, Some(("port_id", port_id))).await? {
+        if let Some(fixed) = opt_str(&fip, "fixed_ip_address")
+            && !keep.contains(fixed.as_str())
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!(
+                    "Bad port request: Cannot update the fixed_ips of the port {port_id}, because its original fixed_ip has been associated to a floating ip."
+                ),
+            ));
+        }
+    }
+    let mut touched = Vec::new();
+    remove_forwardings(st, tx, port_id, |ip| !keep.contains(ip), &mut touched).await?;
     touched.sort();
     touched.dedup();
     for r in touched {

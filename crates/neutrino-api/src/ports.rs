@@ -1838,6 +1838,7 @@ async fn update(
     if let Some(reqs) = &fixed_req {
         let new = update_fixed_ips(&st, &mut tx, &port, reqs).await?;
         if port.get("fixed_ips") != Some(&Value::Array(new.clone())) {
+            crate::floatingips::port_fixed_ips_changing(&st, &mut tx, &port, &new).await?;
             port.insert("fixed_ips".into(), Value::Array(new));
             changed = true;
         }

@@ -300,9 +300,51 @@ async fn port_forwardings(srv: &TestServer) {
         )
         .await;
     assert_eq!(s, 409, "{b}");
-    // Deleting the internal port removes its forwardings; the last one takes the router.
+    // The address a floating IP is associated with cannot leave its port.
+    let (s, b) = srv
+        .put(
+            &format!("/v2.0/ports/{}", vm2["id"].as_str().unwrap()),
+            P,
+            json!({"port": {"fixed_ips": [{"subnet_id": l.subnet, "ip_address": "192.168.1.78"}]}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(err_type(&b), "BadRequest");
+    assert!(
+        b["NeutronError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("associated to a floating ip"),
+        "{b}"
+    );
+    // Changing the forwarding target's address removes the forwardings to the old one.
     let (s, _) = srv.delete(&format!("{url}/{udp}"), P).await;
     assert_eq!(s, 204);
+    let (s, b) = srv
+        .put(
+            &format!("/v2.0/ports/{}", vm["id"].as_str().unwrap()),
+            P,
+            json!({"port": {"fixed_ips": [{"subnet_id": l.subnet, "ip_address": "192.168.1.77"}]}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = srv.get(&format!("{url}/{pf_id}"), P).await;
+    assert_eq!(s, 404);
+    let (_, b) = srv.get(&format!("/v2.0/floatingips/{fid}"), P).await;
+    assert_eq!(b["floatingip"]["router_id"], Value::Null);
+    // A new forwarding to the new address; deleting the internal port removes it, and the
+    // last one takes the router.
+    let (s, b) = srv
+        .post(
+            &url,
+            P,
+            json!({"port_forwarding": {"external_port": 2222, "internal_port": 22,
+                "internal_ip_address": "192.168.1.77", "internal_port_id": vm["id"],
+                "protocol": "tcp"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let pf_id = b["port_forwarding"]["id"].as_str().unwrap().to_string();
     let (s, _) = srv
         .delete(&format!("/v2.0/ports/{}", vm["id"].as_str().unwrap()), P)
         .await;

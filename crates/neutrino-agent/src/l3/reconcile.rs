@@ -20,6 +20,11 @@ const NAME: &str = "l3";
 const FORWARD: &str = "net.ipv4.ip_forward";
 /// A status we reported is not reported again for this long unless it changes.
 const REPORT_HOLD: Duration = Duration::from_secs(10);
+/// A router whose desired state has not changed is observed again after this long ...
+const VERIFY_EVERY: Duration = Duration::from_secs(60);
+/// ... but at most this many such routers per pass (oldest first), so that a host with
+/// hundreds of routers does not spend seconds re-reading them on every change.
+const VERIFY_BUDGET: usize = 16;
 
 /// The L3 role's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,8 @@ pub struct L3 {
     /// Floating IPs configured per router (gratuitous ARP for new ones).
     fips: HashMap<String, BTreeMap<IpAddr, IpAddr>>,
     reported: HashMap<String, (String, Instant)>,
+    /// What each namespace was last verified to hold in full, and when.
+    verified: HashMap<String, (DesiredRouter, Instant)>,
 }
 
 fn step(pass: &mut Pass, object: &str, r: Result<(), HostError>) -> bool {
@@ -63,6 +70,7 @@ impl L3 {
             applied: HashMap::new(),
             fips: HashMap::new(),
             reported: HashMap::new(),
+            verified: HashMap::new(),
         }
     }
 
@@ -208,11 +216,23 @@ impl L3 {
             Err(e) => pass.fail(NAME, ns, e),
         }
         let present = os.nft_has_table(ns, "ip", NAT_TABLE).unwrap_or(false);
+        // The script last applied is also kept in the router's directory, so that a
+        // restarted agent recognises a table that is already right and leaves it alone.
+        let script = self.settings.dir.join(&d.id).join("nat.nft");
+        if present && !self.applied.contains_key(ns) {
+            if let Ok(prev) = std::fs::read_to_string(&script) {
+                self.applied.insert(ns.to_string(), prev);
+            }
+        }
         if !present || self.applied.get(ns) != Some(&d.nft) {
             if step(pass, ns, os.nft_apply(ns, &d.nft)) {
                 self.applied.insert(ns.to_string(), d.nft.clone());
+                if let Err(e) = fs::write_atomic(&script, &d.nft) {
+                    pass.fail(NAME, ns, e);
+                }
             } else {
                 self.applied.remove(ns);
+                let _ = std::fs::remove_file(&script);
             }
         }
         // Gratuitous ARP for floating IPs that appeared (or moved to another fixed IP).
@@ -240,6 +260,16 @@ impl L3 {
     }
 }
 
+/// The host ends of a router's devices exist, up, on their bridges (read from the host's
+/// link list the pass already has: costs no command).
+fn host_ends_ok(d: &DesiredRouter, host_links: &BTreeMap<String, Link>) -> bool {
+    d.devices.values().all(|dev| {
+        host_links
+            .get(&dev.tap)
+            .is_some_and(|l| l.up && l.master.as_deref() == Some(dev.bridge.as_str()))
+    })
+}
+
 impl Reconciler for L3 {
     fn name(&self) -> &'static str {
         NAME
@@ -265,9 +295,43 @@ impl Reconciler for L3 {
                 return;
             }
         };
+        // Routers whose desired state is what we last verified, whose namespace exists and
+        // whose host ends look right need no observation, except the oldest few (periodic
+        // drift repair). Everything else is observed and repaired now.
+        let mut stale: Vec<(&String, Instant)> = Vec::new();
+        let mut skip = BTreeSet::new();
+        for (ns, (d, _)) in &want {
+            if let Some((v, at)) = self.verified.get(ns)
+                && v == d
+                && namespaces.contains(ns)
+                && host_ends_ok(d, &host_links)
+            {
+                if at.elapsed() < VERIFY_EVERY {
+                    skip.insert(ns.clone());
+                } else {
+                    stale.push((ns, *at));
+                }
+            }
+        }
+        stale.sort_by_key(|(_, at)| *at);
+        skip.extend(
+            stale
+                .iter()
+                .skip(VERIFY_BUDGET)
+                .map(|(ns, _)| (*ns).clone()),
+        );
         let mut live = BTreeSet::new();
         for (ns, (d, r)) in &want {
-            let ok = self.router(d, &host_links, namespaces.contains(ns), pass);
+            let ok = skip.contains(ns) || {
+                let ok = self.router(d, &host_links, namespaces.contains(ns), pass);
+                if ok {
+                    self.verified
+                        .insert(ns.clone(), (d.clone(), Instant::now()));
+                } else {
+                    self.verified.remove(ns);
+                }
+                ok
+            };
             if !ok {
                 continue;
             }
@@ -310,6 +374,7 @@ impl Reconciler for L3 {
                 continue;
             }
             self.applied.remove(&ns);
+            self.verified.remove(&ns);
             self.fips.remove(&id);
             step(pass, &id, fs::remove_dir(&self.settings.dir.join(&id)));
         }
@@ -428,6 +493,24 @@ mod tests {
         l3.reconcile(&m, &mut p);
         assert!(p.failures.is_empty(), "{:?}", p.failures);
         assert_eq!(p.changes, 0);
+        assert_eq!(os.state.lock().unwrap().ops, ops);
+        // Drift on the host side (an interface's host end deleted): repaired at once, even
+        // though the router's desired state did not change.
+        net.del_link(None, "tapi0000000-00").unwrap();
+        let mut p = Pass::default();
+        l3.reconcile(&m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        let tap = net
+            .link(None, "tapi0000000-00")
+            .expect("host end re-plugged");
+        assert_eq!(tap.master, Some(crate::names::bridge(INT)));
+        // A restarted agent (a new reconciler over the same host and directory) finds
+        // everything right: it writes nothing (the NAT table is not re-applied).
+        let ops = os.state.lock().unwrap().ops;
+        let mut again = L3::new(net.clone(), os.clone(), L3Settings { dir: dir.clone() });
+        let mut p = Pass::default();
+        again.reconcile(&m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
         assert_eq!(os.state.lock().unwrap().ops, ops);
         // Disassociate: FIP address and rules go, status DOWN.
         let m2 = model(None);

@@ -219,10 +219,11 @@ impl L3 {
         // The script last applied is also kept in the router's directory, so that a
         // restarted agent recognises a table that is already right and leaves it alone.
         let script = self.settings.dir.join(&d.id).join("nat.nft");
-        if present && !self.applied.contains_key(ns) {
-            if let Ok(prev) = std::fs::read_to_string(&script) {
-                self.applied.insert(ns.to_string(), prev);
-            }
+        if present
+            && !self.applied.contains_key(ns)
+            && let Ok(prev) = std::fs::read_to_string(&script)
+        {
+            self.applied.insert(ns.to_string(), prev);
         }
         if !present || self.applied.get(ns) != Some(&d.nft) {
             if step(pass, ns, os.nft_apply(ns, &d.nft)) {

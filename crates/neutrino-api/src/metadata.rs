@@ -194,12 +194,20 @@ fn validate(obj: &Obj) -> ApiResult<()> {
     Ok(())
 }
 
-/// The ports of an instance (`device_id` = the instance id), ordered by id.
+/// The ports of an instance: `device_id` = the instance id and a compute `device_owner`
+/// (`compute:<zone>`, as Nova sets it; routers and DHCP ports also have device ids), ordered
+/// by id.
 pub async fn instance_ports<'c, E>(ex: E, instance_id: &str) -> ApiResult<Vec<Obj>>
 where
     E: sqlx::Executor<'c, Database = sqlx::Any>,
 {
-    db::list(ex, &ports::KIND, Some(("device_id", instance_id))).await
+    let mut found = db::list(ex, &ports::KIND, Some(("device_id", instance_id))).await?;
+    found.retain(|p| {
+        p.get("device_owner")
+            .and_then(Value::as_str)
+            .is_some_and(|o| o.starts_with("compute:"))
+    });
+    Ok(found)
 }
 
 /// The project of an instance's ports, if it has any.

@@ -69,6 +69,7 @@ struct Lab {
     floating: String,
     subnet: String,
     net: String,
+    router: String,
 }
 
 /// An instance of project p1: a port (device_id = instance id, a compute owner, security
@@ -159,6 +160,7 @@ async fn lab(srv: &TestServer) -> Lab {
             .to_string(),
         subnet,
         net,
+        router,
     }
 }
 
@@ -507,6 +509,46 @@ async fn metadata_service(srv: &TestServer) {
     assert_eq!(n["networks"][0]["type"], json!("ipv4_dhcp"));
     assert_eq!(n["networks"][0]["network_id"], json!(l.net));
     assert!(n["networks"][0].get("ip_address").is_none(), "{n}");
+
+    // A second NIC: the address the request came from is the local one.
+    let net2 = srv.network(P, json!({})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnets",
+            P,
+            json!({"subnet": {"network_id": net2, "ip_version": 4, "cidr": "192.168.2.0/24"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = srv
+        .post(
+            "/v2.0/ports",
+            P,
+            json!({"port": {"network_id": net2, "device_id": id, "device_owner": "compute:nova",
+                "fixed_ips": [{"ip_address": "192.168.2.20"}]}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        md_ok(srv, id, "192.168.2.20", "/latest/meta-data/local-ipv4").await,
+        "192.168.2.20"
+    );
+    assert_eq!(
+        md_ok(srv, id, "192.168.2.20", "/latest/meta-data/public-ipv4").await,
+        l.floating
+    );
+    assert_eq!(
+        md_ok(srv, id, fixed, "/latest/meta-data/local-ipv4").await,
+        fixed
+    );
+    let n: Value =
+        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/latest/network_data.json").await)
+            .unwrap();
+    assert_eq!(n["links"].as_array().unwrap().len(), 2, "{n}");
+    assert_eq!(n["networks"].as_array().unwrap().len(), 2, "{n}");
 }
 
 async fn refusals(srv: &TestServer) {
@@ -557,6 +599,9 @@ async fn refusals(srv: &TestServer) {
     let (s, b) = md(srv, id, "p2", &l.fixed, "/openstack/latest/meta_data.json").await;
     assert_eq!(s, 404, "{b}");
     assert!(!b.contains(id), "{b}");
+    // Only compute ports make an instance: a router's id, signed, is no instance.
+    let (s, _) = md(srv, &l.router, "p1", "192.168.1.1", "/latest/meta-data/").await;
+    assert_eq!(s, 404);
     // A valid signature for an instance that does not exist: 404.
     let (s, _) = md(srv, &other, "p1", &l.fixed, "/latest/meta-data/").await;
     assert_eq!(s, 404);

@@ -512,3 +512,51 @@ pub async fn run_with(
     tracing::info!("agent stopped (dataplane left in place)");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neutrino_core::config::Ini;
+
+    fn cfg(extra: &str) -> AgentConfig {
+        let text = format!(
+            "[vxlan]\nenable_vxlan = false\n[neutrino]\nidentity_url = http://198.18.0.1:5000/v3\n\
+             password = pw\n{extra}"
+        );
+        AgentConfig::from_ini(&Ini::parse(&text, "test").unwrap(), Some("h1")).unwrap()
+    }
+
+    fn types(c: &AgentConfig) -> Vec<(String, String)> {
+        reports(c)
+            .into_iter()
+            .map(|r| (r.agent_type, r.binary))
+            .collect()
+    }
+
+    #[test]
+    fn the_metadata_agent_is_reported_when_the_proxy_runs() {
+        let t = types(&cfg("agent_roles = l2,dhcp\n"));
+        assert!(!t.iter().any(|(a, _)| a == "Metadata agent"), "{t:?}");
+        let c = cfg("agent_roles = l2,dhcp,l3\n");
+        let t = types(&c);
+        assert!(
+            t.contains(&("Metadata agent".into(), "neutron-metadata-agent".into())),
+            "{t:?}"
+        );
+        let r = reports(&c);
+        let m = r.iter().find(|r| r.agent_type == "Metadata agent").unwrap();
+        assert_eq!(
+            m.configurations["metadata_proxy_socket"],
+            json!("/var/lib/neutrino/metadata_proxy")
+        );
+        assert_eq!(m.availability_zone, None);
+        // The haproxy reconciler runs after L3 and DHCP (their namespaces first).
+        let net: Arc<dyn Net> = Arc::new(neutrino_host::fake::FakeNet::new());
+        let procs: Arc<dyn Procs> = Arc::new(neutrino_host::fake::FakeProcs::default());
+        let names: Vec<&str> = reconcilers(&c, net, procs)
+            .iter()
+            .map(|r| r.name())
+            .collect();
+        assert_eq!(names.last(), Some(&"metadata"), "{names:?}");
+    }
+}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Http
+from conftest import Http, neutrino_bin
 from test_dataplane import Agent, Topology, netns_names, require_root, sh, wait_for
 
 ROUTED_CIDR = "10.63.0.0/24"
@@ -79,6 +79,23 @@ class Md:
             raise AssertionError(f"wget {path} from {probe} failed ({p.returncode}): "
                                  f"{p.stderr}{p.stdout}")
         return p
+
+    def probe_with_data(self, net_id, name, hostname, key_file, user_data_file):
+        """`neutrino probe create` with the instance-data flags (--hostname, --public-key,
+        --user-data)."""
+        t = self.t
+        full = f"{t.pfx}{name}"
+        t.probes.append(full)
+        p = sh(neutrino_bin(), "probe", "--state-dir", str(t.probe_dir), "create",
+               "--network", net_id, "--host", "h1", "--host-netns", t.host_ns("h1"),
+               "--name", full, "--timeout", "90", "--hostname", hostname,
+               "--public-key", f"k1={key_file}", "--user-data", str(user_data_file),
+               env=t.env(), check=False, timeout=120)
+        if p.returncode != 0:
+            raise AssertionError(f"probe create {full} failed:\n{p.stderr}{p.stdout}\n"
+                                 + t.agent_logs())
+        fields = p.stdout.strip().split("\t")
+        return {"name": full, "port_id": fields[1], "address": fields[5]}
 
     def instance_data(self, instance_id, **doc):
         self.t.api("PUT", f"/instance-metadata/{instance_id}",
@@ -159,11 +176,13 @@ def test_e5_metadata_through_the_router(md):
     t.api("PUT", f"/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
     qr = f"qrouter-{router['id']}"
 
-    a = t.probe(net["id"], "h1", "a")
+    # Instance data through `probe create`'s flags (a) and the API (c, the other test).
+    key_file, ud_file = t.workdir / "k1.pub", t.workdir / "user-data"
+    key_file.write_text(PUBKEY + "\n")
+    ud_file.write_text("#!/bin/sh\necho hello-e5\n")
+    a = md.probe_with_data(net["id"], "a", "alpha", key_file, ud_file)
     b = t.probe(net["id"], "h1", "b")
     a_id, b_id = f"probe-{a['name']}", f"probe-{b['name']}"
-    md.instance_data(a_id, hostname="alpha", name="alpha",
-                     public_keys={"k1": PUBKEY}, user_data="#!/bin/sh\necho hello-e5\n")
 
     # The router's haproxy: in its namespace, on the metadata address of its lo.
     wait_for("haproxy in the router namespace", lambda: any(

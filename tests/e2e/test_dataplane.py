@@ -192,12 +192,18 @@ class Topology:
             sh("ip", "-n", ns, "addr", "add", f"{self.host_ip(h)}/24", "dev", "ul0")
             sh("ip", "-n", ns, "link", "set", "ul0", "up")
 
-    def start_server(self):
+    def start_server(self, config: str | None = None):
+        """The all-in-one server (no agent of its own); `config`: extra INI text."""
         api, ident = free_port(), free_port()
+        extra = []
+        if config:
+            conf = self.workdir / "server.conf"
+            conf.write_text(config)
+            extra = ["--config-file", str(conf)]
         self.server = Server("all-in-one", [
             neutrino_bin(), "all-in-one", "--no-agent", "--state-dir", str(self.state),
             "--identity-port", str(ident), "--api-port", str(api),
-            "--bind-host", f"{self.net}.1"], self.workdir, api, ident)
+            "--bind-host", f"{self.net}.1", *extra], self.workdir, api, ident)
         self.server.api_url = f"http://{self.net}.1:{api}"
         self.server.identity_url = f"http://{self.net}.1:{ident}"
         self.server.wait_ready()
@@ -299,7 +305,8 @@ class Topology:
             attempt(f"probe {name}", lambda n=name: self.probe_delete(n))
         for a in self.agents.values():
             attempt(f"agent {a.host}", a.stop)
-        # dnsmasq processes started by our agents (their pid files are under our workdir).
+        # dnsmasq and haproxy processes started by our agents (their files are under our
+        # workdir).
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -307,7 +314,8 @@ class Topology:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if str(self.workdir) in cmd and ("dnsmasq" in cmd or "udhcpc" in cmd):
+            if str(self.workdir) in cmd and any(
+                    d in cmd for d in ("dnsmasq", "udhcpc", "haproxy")):
                 attempt(f"kill {pid}", lambda p=pid: os.kill(int(p), signal.SIGKILL))
         if self.server:
             attempt("server", self.server.stop)

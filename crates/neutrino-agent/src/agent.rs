@@ -411,7 +411,7 @@ pub async fn run_with(
             _ = tokio::time::sleep_until(next) => {},
         }
         // Let a burst of triggers settle, then take them all.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
         while let Ok(w) = wake_rx.try_recv() {
             if let Wake::Changed = w {
                 need_state = true;

@@ -273,7 +273,7 @@ async fn wait_active(api: &ApiClient, port_id: &str, timeout: Duration) -> Resul
                 v["port"]["binding:host_id"]
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

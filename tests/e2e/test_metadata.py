@@ -222,6 +222,19 @@ def test_e5_metadata_through_the_router(md):
                     f"X-Forwarded-For: {a['address']}").stdout
     assert json.loads(forged)["uuid"] == b_id, forged
 
+    # An agent restart keeps the haproxy (adopted from its pid file, not restarted), and
+    # metadata flows again as soon as the new agent listens on the socket.
+    before = {p for p, c in haproxies(t.workdir).items() if qr in c}
+    md.agent.stop()
+    t0 = time.monotonic()
+    md.agent.start()
+    wait_for("metadata after an agent restart", lambda: md.get(
+        a["name"], "/latest/meta-data/local-ipv4").stdout.strip() == a["address"], 60, 0.2)
+    print(f"metadata back {time.monotonic() - t0:.2f} s after the agent restarted")
+    assert {p for p, c in haproxies(t.workdir).items() if qr in c} == before
+    log = md.agent.log_path.read_text(errors="replace")
+    assert log.count("metadata haproxy netns=" + qr) == 1, "haproxy was restarted"
+
     # The service itself refuses requests that are not signed with the secret.
     url = t.server.api_url + "/metadata/openstack/latest/meta_data.json"
     project = t.api("GET", f"/ports/{a['port_id']}")["port"]["project_id"]

@@ -25,7 +25,7 @@ use neutrino_core::list::ListQuery;
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
-use crate::{ApiState, common, ports};
+use crate::{ApiState, common, ports, quotas};
 
 /// Storage of instance data documents (`id` is the instance id).
 pub const KIND: Kind = Kind {
@@ -311,6 +311,16 @@ async fn put(
         }
         None => {
             common::enforce(&st, &ctx, "create_instance_metadata", &obj)?;
+            // Every instance has a port, so a project never needs more documents than its
+            // port quota allows ports; the bound keeps junk documents from growing forever.
+            let owner = project_of(&obj).to_string();
+            let limit = quotas::limit_for(&st, &mut tx, &owner, "port").await?;
+            if limit >= 0 && db::count_by_project(&mut *tx, &KIND, &owner).await? >= limit {
+                return Err(ApiError::conflict(
+                    "OverQuota",
+                    "Quota exceeded for resources: ['instance_metadata'].",
+                ));
+            }
             db::create(&mut tx, &KIND, &mut obj).await?;
             true
         }

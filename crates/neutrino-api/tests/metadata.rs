@@ -688,6 +688,33 @@ async fn metadata_refusals_postgres() {
 }
 
 #[tokio::test]
+async fn instance_data_bounded_by_the_port_quota() {
+    let srv = TestServer::start_with("[quotas]\nquota_port = 2\n").await;
+    for (i, want) in [(1, 201), (2, 201), (3, 409)] {
+        let (s, b) = srv
+            .put(
+                &format!("/v2.0/instance-metadata/vm{i}"),
+                P,
+                json!({"instance_metadata": {"hostname": "h"}}),
+            )
+            .await;
+        assert_eq!(s, want, "{b}");
+        if want == 409 {
+            assert_eq!(err_type(&b), "OverQuota");
+        }
+    }
+    // Replacing an existing document is no new one.
+    let (s, _) = srv
+        .put(
+            "/v2.0/instance-metadata/vm1",
+            P,
+            json!({"instance_metadata": {"hostname": "h2"}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test]
 async fn metadata_without_secret_refuses_everything() {
     no_secret(&TestServer::start().await).await;
 }

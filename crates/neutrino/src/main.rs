@@ -368,6 +368,17 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The metadata service and the all-in-one's metadata proxy sign with a shared secret; unless
+/// one is configured, it is generated once and kept in `<state dir>/metadata-secret` (0600),
+/// like the agent's password.
+fn ensure_metadata_secret(ini: &mut Ini, state_dir: &Path) -> Result<()> {
+    if neutrino_core::config::metadata_secret(ini).is_none() {
+        let secret = read_or_generate(&state_dir.join("metadata-secret"))?;
+        ini.set("metadata", "metadata_proxy_shared_secret", &secret);
+    }
+    Ok(())
+}
+
 fn clouds_yaml(auth_url: &str, password: &str, region: &str) -> String {
     format!(
         "# Written by `neutrino all-in-one`.\n\
@@ -413,12 +424,7 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     if let Some(p) = a.identity_port {
         ini.set("neutrino", "identity_port", &p.to_string());
     }
-    // The metadata service and this host's metadata proxy sign with a shared secret; like the
-    // agent's password it is generated once and kept in the state directory.
-    if neutrino_core::config::metadata_secret(&ini).is_none() {
-        let secret = read_or_generate(&dir.join("metadata-secret"))?;
-        ini.set("metadata", "metadata_proxy_shared_secret", &secret);
-    }
+    ensure_metadata_secret(&mut ini, &dir)?;
     let cfg = Config::from_ini(ini)?;
     if cfg.keystone_authtoken.is_some() {
         bail!("all-in-one runs its own identity service; remove [keystone_authtoken]");
@@ -487,4 +493,44 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     );
     drop(out);
     running.wait().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_in_one_metadata_secret() {
+        let dir = std::env::temp_dir().join(format!("neutrino-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ini = Ini::default();
+        ensure_metadata_secret(&mut ini, &dir).unwrap();
+        let first = Config::from_ini(ini)
+            .unwrap()
+            .metadata_proxy_shared_secret
+            .unwrap();
+        assert!(first.len() >= 20, "{first}");
+        let file = dir.join("metadata-secret");
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Kept across restarts.
+        let mut again = Ini::default();
+        ensure_metadata_secret(&mut again, &dir).unwrap();
+        assert_eq!(
+            again.get("metadata", "metadata_proxy_shared_secret"),
+            Some(first.as_str())
+        );
+        // A configured secret wins and is not replaced.
+        let mut configured =
+            Ini::parse("[neutron]\nmetadata_proxy_shared_secret = mine\n", "t").unwrap();
+        ensure_metadata_secret(&mut configured, &dir).unwrap();
+        let cfg = Config::from_ini(configured).unwrap();
+        assert_eq!(cfg.metadata_proxy_shared_secret.as_deref(), Some("mine"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

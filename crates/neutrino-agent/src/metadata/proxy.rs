@@ -423,7 +423,7 @@ mod tests {
             if get("x-instance-id-signature") != sign("s3cret", &id) {
                 return (StatusCode::FORBIDDEN, "bad signature".to_string()).into_response();
             }
-            if req.uri().path().ends_with("/missing") {
+            if req.uri().path().ends_with("/missing") || id.starts_with("gone-") {
                 return (StatusCode::NOT_FOUND, "no such thing").into_response();
             }
             (
@@ -462,6 +462,64 @@ mod tests {
             .unwrap_or("")
             .to_string();
         (status, body)
+    }
+
+    /// A resolver whose one instance (for any address) can be changed.
+    struct Switch {
+        url: String,
+        id: Mutex<String>,
+    }
+
+    impl Resolver for Switch {
+        fn instance<'a>(
+            &'a self,
+            _ip: IpAddr,
+            _via: &'a Via,
+        ) -> BoxFut<'a, Result<Option<Instance>, String>> {
+            Box::pin(async move {
+                Ok(Some(Instance {
+                    instance_id: self.id.lock().unwrap().clone(),
+                    project_id: "p1".into(),
+                }))
+            })
+        }
+        fn service_url(&self) -> BoxFut<'_, Result<String, String>> {
+            Box::pin(async move { Ok(self.url.clone()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_instance_the_service_no_longer_knows_is_looked_up_again() {
+        let resolver = Arc::new(Switch {
+            url: upstream().await,
+            id: Mutex::new("gone-1".into()),
+        });
+        let dir = std::env::temp_dir().join(format!("neutrino-mdproxy2-{}", std::process::id()));
+        let sock = dir.join("metadata_proxy");
+        let proxy = Arc::new(Proxy::new(resolver.clone(), "s3cret".into(), None));
+        let task = tokio::spawn({
+            let sock = sock.clone();
+            async move { serve(&sock, proxy).await }
+        });
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let h = [
+            ("X-Neutron-Network-ID", "n1"),
+            ("X-Forwarded-For", "10.0.0.5"),
+        ];
+        // Freshly resolved and unknown to the service: its 404 as is.
+        let (s, _) = request(&sock, &h, "/").await;
+        assert_eq!(s, 404);
+        // The address now belongs to another instance; the cache still says gone-1.
+        *resolver.id.lock().unwrap() = "vm-new".into();
+        let (s, b) = request(&sock, &h, "/").await;
+        assert_eq!((s, b.as_str()), (200, "/metadata/ vm-new p1 10.0.0.5"));
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -283,6 +283,20 @@ def test_e5_metadata_on_an_isolated_network(md):
                     "X-Neutron-Router-ID: 00000000-0000-0000-0000-000000000000").stdout
     assert json.loads(forged)["uuid"] == c_id, forged
 
+    # A router on the subnet's gateway: the network is no longer isolated; its DHCP
+    # namespace keeps running DHCP but loses the haproxy and the metadata address.
+    router = t.api("POST", "/routers", {"router": {"name": f"{t.pfx}-r2"}})["router"]
+    t.api("PUT", f"/routers/{router['id']}/add_router_interface", {"subnet_id": sub["id"]})
+    wait_for("DHCP haproxy stopped", lambda: not any(
+        qd in x for x in haproxies(t.workdir).values()), 60, 0.5)
+    wait_for("metadata address removed", lambda: "169.254.169.254" not in lo_addrs(qd), 30, 0.5)
+    assert qd in netns_names()
+    assert not (md.md_dir / qd).exists()
+    t.api("PUT", f"/routers/{router['id']}/remove_router_interface", {"subnet_id": sub["id"]})
+    t.api("DELETE", f"/routers/{router['id']}")
+    wait_for("DHCP haproxy back", lambda: any(
+        qd in x for x in haproxies(t.workdir).values()), 60, 0.5)
+
     # Deleting the network: no haproxy, files or namespace left.
     t.probe_delete(c["name"])
     for p in t.api("GET", f"/ports?network_id={net['id']}")["ports"]:

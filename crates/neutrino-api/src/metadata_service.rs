@@ -31,8 +31,21 @@ use neutrino_core::db::{self, Obj};
 
 use crate::{ApiState, floatingips, metadata, networks, security_groups, subnets};
 
-/// Versions of the OpenStack format (`GET /openstack`).
-const OPENSTACK_VERSIONS: &[&str] = &["2012-08-10", "latest"];
+/// Versions of the OpenStack format (`GET /openstack`): Nova's release dates, so that
+/// cloud-init picks one that has `network_data.json` (2015-10-15 and later). Every version
+/// serves the same documents.
+const OPENSTACK_VERSIONS: &[&str] = &[
+    "2012-08-10",
+    "2013-04-04",
+    "2013-10-17",
+    "2015-10-15",
+    "2016-06-30",
+    "2016-10-06",
+    "2017-02-22",
+    "2018-08-27",
+    "2020-10-14",
+    "latest",
+];
 
 /// Versions of the EC2 format (`GET /`).
 const EC2_VERSIONS: &[&str] = &[

@@ -306,8 +306,25 @@ async fn metadata_service(srv: &TestServer) {
     assert_eq!(md_ok(srv, id, fixed, "").await, b);
     assert_eq!(
         lines(&md_ok(srv, id, fixed, "/openstack").await),
-        ["2012-08-10", "latest"]
+        [
+            "2012-08-10",
+            "2013-04-04",
+            "2013-10-17",
+            "2015-10-15",
+            "2016-06-30",
+            "2016-10-06",
+            "2017-02-22",
+            "2018-08-27",
+            "2020-10-14",
+            "latest"
+        ]
     );
+    // A version cloud-init picks for network_data.json serves it.
+    let nd: Value = serde_json::from_str(
+        &md_ok(srv, id, fixed, "/openstack/2018-08-27/network_data.json").await,
+    )
+    .unwrap();
+    assert!(nd["links"].is_array(), "{nd}");
     let b = md_ok(srv, id, fixed, "/openstack/latest/").await;
     assert!(lines(&b).contains(&"meta_data.json"), "{b}");
     assert!(lines(&b).contains(&"user_data"), "{b}");

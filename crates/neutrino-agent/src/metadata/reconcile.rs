@@ -5,9 +5,10 @@
 //! directory under `<state_path>/metadata/` is the record that a namespace's haproxy and
 //! metadata address are ours: it is created before either, and removed last.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use neutrino_host::procs::DaemonAction;
 use neutrino_host::{Daemon, HostError, LinkChange, Net, ProcessManager, Procs, fs};
@@ -35,11 +36,19 @@ pub struct MetadataSettings {
     pub dhcp: Option<DhcpSettings>,
 }
 
+/// A haproxy verified in full this recently is only checked for being alive.
+const VERIFY_EVERY: Duration = Duration::from_secs(60);
+/// Expired verifications redone per pass.
+const VERIFY_BUDGET: usize = 16;
+
 /// The metadata haproxy reconciler.
 pub struct MetadataProxies {
     net: Arc<dyn Net>,
     procs: Arc<dyn Procs>,
     settings: MetadataSettings,
+    /// What each namespace was last verified to hold in full, and when.
+    verified: HashMap<String, (Haproxy, Instant)>,
+    verify_every: Duration,
 }
 
 fn addr() -> String {
@@ -66,7 +75,15 @@ impl MetadataProxies {
             net,
             procs,
             settings,
+            verified: HashMap::new(),
+            verify_every: VERIFY_EVERY,
         }
+    }
+
+    /// How long a full verification of a haproxy holds (tests use zero).
+    pub fn verify_every(mut self, d: Duration) -> Self {
+        self.verify_every = d;
+        self
     }
 
     fn ensure(&self, h: &Haproxy, pass: &mut Pass) {
@@ -181,12 +198,40 @@ impl Reconciler for MetadataProxies {
             Ok(l) => l.into_iter().map(|n| n.name).collect(),
             Err(e) => return pass.fail(NAME, "netns", e),
         };
+        // A haproxy verified recently with the same desired state is only checked for being
+        // alive (pid file and /proc, no command): on a host with hundreds of routers a pass
+        // must not run two `ip` commands per router. The oldest expired verifications are
+        // redone a few per pass, so drift (a removed address) is still repaired.
+        let pm = ProcessManager::new(&*self.procs);
+        let mut expired: Vec<(Instant, &String)> = Vec::new();
+        let mut verify: Vec<&String> = Vec::new();
         for (ns, h) in &want {
-            if namespaces.contains(ns) {
-                self.ensure(h, pass);
-            } else {
+            if !namespaces.contains(ns) {
                 // Its router or DHCP server is not built yet (or failed): next pass.
                 tracing::debug!(netns = %ns, "namespace not there yet: metadata haproxy waits");
+                self.verified.remove(ns);
+                continue;
+            }
+            match self.verified.get(ns) {
+                Some((v, at)) if v == h && pm.running(HAPROXY, &h.pid_file()).is_some() => {
+                    if at.elapsed() >= self.verify_every {
+                        expired.push((*at, ns));
+                    }
+                }
+                _ => verify.push(ns),
+            }
+        }
+        expired.sort();
+        verify.extend(expired.into_iter().take(VERIFY_BUDGET).map(|(_, ns)| ns));
+        for ns in verify {
+            let h = &want[ns];
+            let before = pass.failures.len();
+            self.ensure(h, pass);
+            if pass.failures.len() == before {
+                self.verified
+                    .insert(ns.clone(), (h.clone(), Instant::now()));
+            } else {
+                self.verified.remove(ns);
             }
         }
         let owned = match fs::list_dir(&self.settings.dir) {
@@ -197,6 +242,7 @@ impl Reconciler for MetadataProxies {
             if ns.ends_with(".tmp") || want.contains_key(&ns) {
                 continue;
             }
+            self.verified.remove(&ns);
             self.remove(&ns, namespaces.contains(&ns), pass);
         }
     }
@@ -350,8 +396,12 @@ mod tests {
         procs.kill_all();
         r.reconcile(&m, &mut Pass::default());
         assert_eq!(procs.running().len(), 1);
-        // Someone removed the address: back.
+        // Someone removed the address: a recent verification is trusted (no command per
+        // router and pass); once it expires, the address is back.
         net.del_addr(Some(&ns), LO, "169.254.169.254/32").unwrap();
+        r.reconcile(&m, &mut Pass::default());
+        assert!(lo_addrs(&net, &ns).is_empty());
+        let mut r = r.verify_every(Duration::ZERO);
         r.reconcile(&m, &mut Pass::default());
         assert_eq!(lo_addrs(&net, &ns), vec!["169.254.169.254/32"]);
         // The router goes (its namespace stays until the L3 reconciler removes it): haproxy,

@@ -85,10 +85,41 @@ fn device(prefix: &str, p: &RouterPort, m: &HostModel) -> Device {
     }
 }
 
-/// Renders one router (None when it should not exist: admin down).
+/// Our NAT table as one script that replaces it: `pre` rules in prerouting and output, `post`
+/// in postrouting.
+fn nat_table(pre: &str, post: &str) -> String {
+    format!(
+        "table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\ntable ip {NAT_TABLE} {{\n\
+         \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{pre}\t}}\n\
+         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{pre}\t}}\n\
+         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{post}\t}}\n}}\n"
+    )
+}
+
+/// Renders one router. An admin-down router keeps its ports plugged (wired, so ACTIVE, as
+/// ML2/OVN shows them) but has no addresses, routes or NAT: nothing reaches or crosses it.
 pub fn render(r: &Router, m: &HostModel) -> Option<DesiredRouter> {
     if !r.admin_state_up {
-        return None;
+        let devices = r
+            .gateway
+            .iter()
+            .map(|g| device(GATEWAY_PREFIX, g, m))
+            .chain(r.interfaces.iter().map(|p| device(INTERNAL_PREFIX, p, m)))
+            .map(|mut d| {
+                d.addrs.clear();
+                (d.name.clone(), d)
+            })
+            .collect();
+        return Some(DesiredRouter {
+            id: r.id.clone(),
+            ns: router_ns(&r.id),
+            devices,
+            routes: BTreeSet::new(),
+            nft: nat_table("", ""),
+            fips: BTreeMap::new(),
+            forwarded: BTreeSet::new(),
+            gateway_dev: None,
+        });
     }
     let mut devices = BTreeMap::new();
     let mut routes = BTreeSet::new();
@@ -173,12 +204,7 @@ pub fn render(r: &Router, m: &HostModel) -> Option<DesiredRouter> {
             }
         }
     }
-    let nft = format!(
-        "table ip {NAT_TABLE}\ndelete table ip {NAT_TABLE}\ntable ip {NAT_TABLE} {{\n\
-         \tchain prerouting {{\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n{pre}\t}}\n\
-         \tchain output {{\n\t\ttype nat hook output priority -100; policy accept;\n{pre}\t}}\n\
-         \tchain postrouting {{\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n{post}\t}}\n}}\n"
-    );
+    let nft = nat_table(&pre, &post);
     Some(DesiredRouter {
         id: r.id.clone(),
         ns: router_ns(&r.id),

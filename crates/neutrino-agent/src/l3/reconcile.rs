@@ -445,6 +445,58 @@ mod tests {
     }
 
     #[test]
+    fn admin_down_router_keeps_its_ports_plugged_but_neither_addresses_nor_nat() {
+        let mut st = state(Some("10.0.0.5"));
+        st[0].router.insert("admin_state_up".into(), json!(false));
+        let mut m = model(None);
+        m.routers = model::parse(&st);
+        let d = render(&m.routers[0], &m).expect("an admin-down router is rendered");
+        assert_eq!(d.devices.len(), 2, "{d:?}");
+        assert!(d.devices.values().all(|x| x.addrs.is_empty()), "{d:?}");
+        assert!(d.routes.is_empty() && d.fips.is_empty() && d.gateway_dev.is_none());
+        assert!(
+            !d.nft.contains("snat") && !d.nft.contains("dnat"),
+            "{}",
+            d.nft
+        );
+        // Its ports are wired (ACTIVE, as Tempest's router tests wait for).
+        let net = Arc::new(FakeNet::new());
+        for n in [EXT, INT] {
+            net.add_bridge(None, &crate::names::bridge(n)).unwrap();
+        }
+        let os = Arc::new(FakeRouterOs::default());
+        let dir = std::env::temp_dir().join(format!("neutrino-l3-down-{}", std::process::id()));
+        let mut l3 = L3::new(net.clone(), os, L3Settings { dir: dir.clone() });
+        let mut p = Pass::default();
+        l3.reconcile(&m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        let tap = net.link(None, "tapi0000000-00").expect("host end");
+        assert_eq!(tap.master, Some(crate::names::bridge(INT)));
+        let ns = format!("qrouter-{R}");
+        assert!(net.addrs(Some(&ns), "qr-i0000000-00").unwrap().is_empty());
+        let mut ports: Vec<_> = p
+            .port_status
+            .iter()
+            .map(|(id, s)| (id.as_str(), *s))
+            .collect();
+        ports.sort_by_key(|(id, _)| *id);
+        assert_eq!(
+            ports,
+            vec![
+                ("g0000000-0000", PortStatus::Active),
+                ("i0000000-0000", PortStatus::Active)
+            ]
+        );
+        // The floating IP (DOWN) is not made ACTIVE.
+        assert!(
+            p.floating_ip_status.is_empty(),
+            "{:?}",
+            p.floating_ip_status
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn builds_router_namespace_then_is_quiet_then_removes_it() {
         let net = Arc::new(FakeNet::new());
         for n in [EXT, INT] {

@@ -3,7 +3,7 @@
 //!
 //! A script given to [`Nft::apply`] is one kernel transaction: it all applies or nothing
 //! does. This module never builds scripts (the agent renders them) and never touches a table
-//! it is not named in a script; [`Nft::tables`] only lists.
+//! it is not named in a script; [`Nft::tables`] and [`Nft::list_json`] only list.
 
 use std::sync::Mutex;
 
@@ -15,6 +15,9 @@ pub trait Nft: Send + Sync {
     fn apply(&self, script: &str) -> Result<(), HostError>;
     /// The tables of this network namespace, as `family name`.
     fn tables(&self) -> Result<Vec<String>, HostError>;
+    /// `nft -j list <what>` (e.g. `map inet t m`): the JSON listing of one object; an error
+    /// when it does not exist.
+    fn list_json(&self, what: &str) -> Result<String, HostError>;
     /// Makes bridged IPv4/IPv6 traffic pass the inet hooks (conntrack), i.e.
     /// `net.bridge.bridge-nf-call-ip{,6}tables = 1`. Returns whether it changed anything.
     fn ensure_bridge_nf(&self) -> Result<bool, HostError>;
@@ -37,6 +40,12 @@ impl Nft for RealNft {
     fn tables(&self) -> Result<Vec<String>, HostError> {
         let out = exec::run(&["nft", "list", "tables"])?;
         Ok(parse_tables(&out))
+    }
+
+    fn list_json(&self, what: &str) -> Result<String, HostError> {
+        let mut argv = vec!["nft", "-j", "list"];
+        argv.extend(what.split_whitespace());
+        exec::run(&argv)
     }
 
     fn ensure_bridge_nf(&self) -> Result<bool, HostError> {
@@ -78,6 +87,9 @@ pub struct FakeNft {
     pub fail_next: Mutex<Option<String>>,
     /// Whether bridge netfilter is on.
     pub bridge_nf: Mutex<bool>,
+    /// What [`Nft::list_json`] answers, by its argument (absent: an error, as for a
+    /// missing object).
+    pub listings: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl FakeNft {
@@ -113,6 +125,15 @@ impl Nft for FakeNft {
 
     fn tables(&self) -> Result<Vec<String>, HostError> {
         Ok(self.tables.lock().expect("fake lock").clone())
+    }
+
+    fn list_json(&self, what: &str) -> Result<String, HostError> {
+        self.listings
+            .lock()
+            .expect("fake lock")
+            .get(what)
+            .cloned()
+            .ok_or_else(|| HostError::Invalid(format!("no such object: {what}")))
     }
 
     fn ensure_bridge_nf(&self) -> Result<bool, HostError> {

@@ -3,7 +3,8 @@
 //!
 //! [`SgModel`] reads what enforcement needs from the host state (ports with their groups,
 //! MAC, fixed IPs, allowed address pairs, `port_security_enabled`; groups with rules and
-//! member addresses; the addresses of the address groups rules name). [`render`] turns it into named nftables objects — a pure function —
+//! member addresses; the addresses of the address groups rules name; the host's networks,
+//! each in its own conntrack zone). [`render`] turns it into named nftables objects — a pure function —
 //! and [`SecGroups`] applies the difference from what it applied last in one `nft -f`
 //! transaction. The table layout and why it takes two tables: [`render`].
 
@@ -14,8 +15,9 @@ mod render;
 pub use model::{Direction, Remote, SgGroup, SgModel, SgPort, SgRule, parse_port};
 pub use reconcile::{SecGroups, SecGroupsDisabled};
 pub use render::{
-    BRIDGE_TABLE, INET_TABLE, MARK_EST, MARK_INV, Rendered, address_group_set, delta_script,
-    full_script, group_set, render,
+    BRIDGE_TABLE, FIRST_ZONE, INET_TABLE, MARK_EST, MARK_INV, Rendered, ZONES_MAP,
+    address_group_set, assign_zones, bridges, delta_script, full_script, group_set, render,
+    render_zoned,
 };
 
 #[cfg(test)]

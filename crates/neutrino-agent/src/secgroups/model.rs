@@ -108,6 +108,8 @@ pub struct SgModel {
     /// Addresses of the address groups the rules name, by address group id (absent: the
     /// server sent none, and the rule matches nothing).
     pub address_groups: BTreeMap<String, Vec<IpNet>>,
+    /// Ids of the networks on this host (each has its bridge and its conntrack zone).
+    pub networks: Vec<String>,
 }
 
 fn parse_rule(d: &Doc) -> Option<SgRule> {
@@ -247,10 +249,17 @@ impl SgModel {
                 ))
             })
             .collect();
+        let networks = st
+            .networks
+            .iter()
+            .map(|n| s(&n.network, "id").to_string())
+            .filter(|id| !id.is_empty())
+            .collect();
         SgModel {
             ports,
             groups,
             address_groups,
+            networks,
         }
     }
 }

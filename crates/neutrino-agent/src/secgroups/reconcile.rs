@@ -1,12 +1,17 @@
 //! Applying the rendered tables: only what changed since the last successful apply, in one
 //! `nft -f` transaction.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use neutrino_host::nft::Nft;
+use serde_json::Value;
 
 use super::model::SgModel;
-use super::render::{BRIDGE_TABLE, INET_TABLE, Rendered, delta_script, full_script, render};
+use super::render::{
+    BRIDGE_TABLE, INET_TABLE, Rendered, ZONES_MAP, assign_zones, bridges, delta_script,
+    full_script, render_zoned,
+};
 use crate::model::HostModel;
 use crate::runner::{Pass, Reconciler};
 
@@ -18,12 +23,37 @@ pub struct SecGroups {
     /// What the bridge table holds, as of our last successful apply; None: unknown (start-up,
     /// after a failure), so the next apply replaces the tables wholesale.
     applied: Option<Rendered>,
+    /// Conntrack zone of each network's bridge, as applied; None until read back from the
+    /// kernel (the first pass), so an agent restart keeps every network's zone.
+    zones: Option<BTreeMap<String, u16>>,
+}
+
+/// The elements of the zones map in `nft -j list map` output.
+pub(crate) fn parse_zones(json: &str) -> BTreeMap<String, u16> {
+    let v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    v.get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o.get("map")?.get("elem")?.as_array())
+        .flatten()
+        .filter_map(|e| {
+            let pair = e.as_array()?;
+            let bridge = pair.first()?.as_str()?.to_string();
+            let zone = u16::try_from(pair.get(1)?.as_u64()?).ok()?;
+            Some((bridge, zone))
+        })
+        .collect()
 }
 
 impl SecGroups {
     /// A reconciler applying through `nft`.
     pub fn new(nft: Arc<dyn Nft>) -> Self {
-        SecGroups { nft, applied: None }
+        SecGroups {
+            nft,
+            applied: None,
+            zones: None,
+        }
     }
 
     fn sync(&mut self, m: &SgModel, pass: &mut Pass) -> Result<(), neutrino_host::HostError> {
@@ -37,7 +67,24 @@ impl SecGroups {
             }
             self.applied = None;
         }
-        let want = render(m);
+        let prev = match self.zones.take() {
+            Some(z) => z,
+            // First pass: the zones a previous run gave (none when the table is new).
+            None if tables.iter().any(|t| t == INET_TABLE) => {
+                match self.nft.list_json(&format!("map {INET_TABLE} {ZONES_MAP}")) {
+                    Ok(out) => parse_zones(&out),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read conntrack zones back; renumbering");
+                        BTreeMap::new()
+                    }
+                }
+            }
+            None => BTreeMap::new(),
+        };
+        let zones = assign_zones(&bridges(m), &prev);
+        // Until applied, `prev` stays the truth (a failed apply changed nothing).
+        self.zones = Some(prev);
+        let want = render_zoned(m, &zones);
         let script = match &self.applied {
             None => Some(full_script(&want)),
             Some(old) => delta_script(old, &want),
@@ -54,6 +101,7 @@ impl SecGroups {
             pass.changes += 1;
         }
         self.applied = Some(want);
+        self.zones = Some(zones);
         Ok(())
     }
 }

@@ -2,10 +2,16 @@
 //!
 //! Two tables, both ours alone:
 //!
-//! - `inet neutrino_sg`: one static chain at `prerouting` that copies conntrack's verdict for
-//!   bridged IP packets (seen there through `br_netfilter`) into two bits of the packet mark.
-//!   This kernel family is needed because bridge-family `ct` requires `nf_conntrack_bridge`,
-//!   which kernels may lack (this one does).
+//! - `inet neutrino_sg`: bridged IP packets pass its `prerouting` hooks through
+//!   `br_netfilter`, with the network's bridge `brq<network>` as input interface. The chain
+//!   `zone` (priority raw, before conntrack) puts each network in its own conntrack zone
+//!   through the map `zones` (bridge name → zone), so overlapping addresses on different
+//!   networks never share conntrack entries (Neutron's iptables firewall does the same with
+//!   `CT --zone`); the chain `prerouting` then copies conntrack's verdict into two bits of
+//!   the packet mark. This kernel family is needed because bridge-family `ct` requires
+//!   `nf_conntrack_bridge`, which kernels may lack (this one does). Zones are kept for as
+//!   long as the network is on the host, also across agent restarts (read back from the
+//!   map), so established connections survive.
 //! - `bridge neutrino_sg`: the filtering, at the bridge `forward` hook where the tap devices
 //!   are the input/output ports. Two verdict maps dispatch on the tap name to per-port chains
 //!   `e-<port id>` (from the instance: anti-spoofing, then egress rules; `return` on success
@@ -34,6 +40,8 @@ pub const INET_TABLE: &str = "inet neutrino_sg";
 pub const MARK_EST: u32 = 0x4000_0000;
 /// Mark bit: conntrack says invalid.
 pub const MARK_INV: u32 = 0x2000_0000;
+/// The map from bridge name to conntrack zone, in [`INET_TABLE`].
+pub const ZONES_MAP: &str = "zones";
 
 /// Kind of a rendered object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -46,9 +54,11 @@ pub enum Kind {
     Map,
 }
 
-/// One named object of the bridge table.
+/// One named object of our tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
+    /// Its table: [`BRIDGE_TABLE`], or [`INET_TABLE`] for the zones map.
+    pub table: &'static str,
     /// Kind.
     pub kind: Kind,
     /// Declaration line(s) for sets and maps (`type ...; flags ...;`), empty for chains.
@@ -57,7 +67,7 @@ pub struct Object {
     pub lines: Vec<String>,
 }
 
-/// The desired content of the bridge table, by object name.
+/// The desired content of our tables, by object name (names are unique across both).
 pub type Rendered = BTreeMap<String, Object>;
 
 fn proto_number(p: &str, v6: bool) -> Option<u8> {
@@ -267,9 +277,68 @@ fn ingress_chain(stateful: bool, rules: &[String]) -> Vec<String> {
     out
 }
 
-/// Renders the bridge table's objects for `m`.
+/// Bridges of the networks on this host (the input interfaces the zones map matches).
+pub fn bridges(m: &SgModel) -> BTreeSet<String> {
+    m.networks.iter().map(|n| names::bridge(n)).collect()
+}
+
+/// Lowest conntrack zone given to a network (zone 0 is everything else's).
+pub const FIRST_ZONE: u16 = 1;
+
+/// Conntrack zones of `bridges`: the zone `prev` gives a bridge it keeps; a new bridge gets
+/// the lowest free zone from [`FIRST_ZONE`] (in name order); bridges not in `bridges` lose
+/// theirs. Pure.
+pub fn assign_zones(
+    bridges: &BTreeSet<String>,
+    prev: &BTreeMap<String, u16>,
+) -> BTreeMap<String, u16> {
+    let mut out: BTreeMap<String, u16> = prev
+        .iter()
+        .filter(|(b, z)| bridges.contains(*b) && **z >= FIRST_ZONE)
+        .map(|(b, z)| (b.clone(), *z))
+        .collect();
+    let mut used: BTreeSet<u16> = BTreeSet::new();
+    // Two bridges claiming one zone (a hand-edited map): the first keeps it.
+    out.retain(|_, z| used.insert(*z));
+    let mut next = FIRST_ZONE;
+    for b in bridges {
+        if out.contains_key(b) {
+            continue;
+        }
+        while used.contains(&next) && next < u16::MAX {
+            next += 1;
+        }
+        if used.contains(&next) {
+            tracing::error!(bridge = %b, "no conntrack zone left; the network shares zone 0");
+            continue;
+        }
+        used.insert(next);
+        out.insert(b.clone(), next);
+    }
+    out
+}
+
+/// Renders our tables' objects for `m`, with fresh zones (see [`render_zoned`]).
 pub fn render(m: &SgModel) -> Rendered {
+    render_zoned(m, &assign_zones(&bridges(m), &BTreeMap::new()))
+}
+
+/// Renders our tables' objects for `m`, networks in the conntrack zones `zones` gives their
+/// bridges.
+pub fn render_zoned(m: &SgModel, zones: &BTreeMap<String, u16>) -> Rendered {
     let mut out = Rendered::new();
+    out.insert(
+        ZONES_MAP.into(),
+        Object {
+            table: INET_TABLE,
+            kind: Kind::Map,
+            decl: "typeof iifname : ct zone;".into(),
+            lines: zones
+                .iter()
+                .map(|(b, z)| format!("\"{b}\" : {z}"))
+                .collect(),
+        },
+    );
     let mut from_port = Vec::new();
     let mut to_port = Vec::new();
     // (address group rather than security group, id, IPv6)
@@ -307,6 +376,7 @@ pub fn render(m: &SgModel) -> Rendered {
         out.insert(
             format!("e-{}", p.id),
             Object {
+                table: BRIDGE_TABLE,
                 kind: Kind::Chain,
                 decl: String::new(),
                 lines: egress_chain(p, stateful, &egress),
@@ -315,6 +385,7 @@ pub fn render(m: &SgModel) -> Rendered {
         out.insert(
             format!("i-{}", p.id),
             Object {
+                table: BRIDGE_TABLE,
                 kind: Kind::Chain,
                 decl: String::new(),
                 lines: ingress_chain(stateful, &ingress),
@@ -337,6 +408,7 @@ pub fn render(m: &SgModel) -> Rendered {
         out.insert(
             name,
             Object {
+                table: BRIDGE_TABLE,
                 kind: Kind::Set,
                 decl: format!("type {ty}; flags interval; auto-merge;"),
                 lines,
@@ -347,6 +419,7 @@ pub fn render(m: &SgModel) -> Rendered {
         out.insert(
             name.into(),
             Object {
+                table: BRIDGE_TABLE,
                 kind: Kind::Map,
                 decl: "type ifname : verdict;".into(),
                 lines: elements,
@@ -386,19 +459,22 @@ fn add_elements(s: &mut String, name: &str, o: &Object) {
     if !o.lines.is_empty() {
         let _ = writeln!(
             s,
-            "add element {BRIDGE_TABLE} {name} {{ {} }}",
+            "add element {} {name} {{ {} }}",
+            o.table,
             o.lines.join(", ")
         );
     }
 }
 
-const INET_BODY: &str = "table inet neutrino_sg {
+const INET_CHAINS: &str = "  chain zone {
+    type filter hook prerouting priority -300; policy accept;
+    ct zone set iifname map @zones
+  }
   chain prerouting {
     type filter hook prerouting priority -150; policy accept;
     ct state established,related meta mark set meta mark | 0x40000000
     ct state invalid meta mark set meta mark | 0x20000000
   }
-}
 ";
 
 const FORWARD: &str = "  chain forward {
@@ -414,20 +490,22 @@ pub fn full_script(r: &Rendered) -> String {
     for t in [INET_TABLE, BRIDGE_TABLE] {
         let _ = writeln!(s, "add table {t}\ndelete table {t}");
     }
-    s.push_str(INET_BODY);
-    let _ = writeln!(s, "table {BRIDGE_TABLE} {{");
-    // Sets and maps first: chains refer to sets, maps to chains.
-    for (n, o) in r.iter().filter(|(_, o)| o.kind == Kind::Set) {
-        declare(&mut s, n, o, false);
+    for (table, fixed) in [(INET_TABLE, INET_CHAINS), (BRIDGE_TABLE, FORWARD)] {
+        let _ = writeln!(s, "table {table} {{");
+        let mine = || r.iter().filter(move |(_, o)| o.table == table);
+        // Sets and maps first: chains refer to sets, maps to chains.
+        for (n, o) in mine().filter(|(_, o)| o.kind == Kind::Set) {
+            declare(&mut s, n, o, false);
+        }
+        for (n, o) in mine().filter(|(_, o)| o.kind == Kind::Chain) {
+            declare(&mut s, n, o, true);
+        }
+        for (n, o) in mine().filter(|(_, o)| o.kind == Kind::Map) {
+            declare(&mut s, n, o, false);
+        }
+        s.push_str(fixed);
+        s.push_str("}\n");
     }
-    for (n, o) in r.iter().filter(|(_, o)| o.kind == Kind::Chain) {
-        declare(&mut s, n, o, true);
-    }
-    for (n, o) in r.iter().filter(|(_, o)| o.kind == Kind::Map) {
-        declare(&mut s, n, o, false);
-    }
-    s.push_str(FORWARD);
-    s.push_str("}\n");
     for (n, o) in r.iter().filter(|(_, o)| o.kind != Kind::Chain) {
         add_elements(&mut s, n, o);
     }
@@ -445,9 +523,9 @@ pub fn delta_script(old: &Rendered, new: &Rendered) -> Option<String> {
         .filter(|(n, o)| o.kind == Kind::Set && changed(n, o))
     {
         if old.contains_key(n) {
-            let _ = writeln!(s, "flush set {BRIDGE_TABLE} {n}");
+            let _ = writeln!(s, "flush set {} {n}", o.table);
         } else {
-            let _ = writeln!(s, "table {BRIDGE_TABLE} {{");
+            let _ = writeln!(s, "table {} {{", o.table);
             declare(&mut s, n, o, false);
             s.push_str("}\n");
         }
@@ -459,9 +537,9 @@ pub fn delta_script(old: &Rendered, new: &Rendered) -> Option<String> {
         .filter(|(n, o)| o.kind == Kind::Chain && changed(n, o))
     {
         if old.contains_key(n) {
-            let _ = writeln!(s, "flush chain {BRIDGE_TABLE} {n}");
+            let _ = writeln!(s, "flush chain {} {n}", o.table);
         }
-        let _ = writeln!(s, "table {BRIDGE_TABLE} {{");
+        let _ = writeln!(s, "table {} {{", o.table);
         declare(&mut s, n, o, true);
         s.push_str("}\n");
     }
@@ -470,19 +548,25 @@ pub fn delta_script(old: &Rendered, new: &Rendered) -> Option<String> {
         .iter()
         .filter(|(n, o)| o.kind == Kind::Map && changed(n, o))
     {
-        let _ = writeln!(s, "flush map {BRIDGE_TABLE} {n}");
+        if old.contains_key(n) {
+            let _ = writeln!(s, "flush map {} {n}", o.table);
+        } else {
+            let _ = writeln!(s, "table {} {{", o.table);
+            declare(&mut s, n, o, false);
+            s.push_str("}\n");
+        }
         add_elements(&mut s, n, o);
     }
     // 4. chains, then sets, nobody refers to any more.
     for kind in [Kind::Chain, Kind::Set] {
-        for (n, _) in old
+        for (n, o) in old
             .iter()
             .filter(|(n, o)| o.kind == kind && !new.contains_key(*n))
         {
             if kind == Kind::Chain {
-                let _ = writeln!(s, "flush chain {BRIDGE_TABLE} {n}");
+                let _ = writeln!(s, "flush chain {} {n}", o.table);
             }
-            let _ = writeln!(s, "delete {} {BRIDGE_TABLE} {n}", kw(kind));
+            let _ = writeln!(s, "delete {} {} {n}", kw(kind), o.table);
         }
     }
     (!s.is_empty()).then_some(s)

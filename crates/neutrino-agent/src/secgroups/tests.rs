@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use neutrino_host::nft::{FakeNft, Nft};
-use neutrino_wire::{HostState, SecurityGroupState};
+use neutrino_wire::{HostState, NetworkState, SecurityGroupState};
 use serde_json::json;
 
 use super::*;
@@ -86,6 +86,7 @@ fn renders_expected_chains_and_sets() {
             format!("g4-{G1}"),
             format!("i-{P1}"),
             "to_port".into(),
+            "zones".into(),
         ]
     );
     assert_eq!(
@@ -242,6 +243,123 @@ fn address_groups_are_sets_and_address_changes_touch_only_them() {
     );
 }
 
+const N1: &str = "aaaaaaaa-1111-4000-8000-000000000001";
+const N2: &str = "bbbbbbbb-2222-4000-8000-000000000002";
+const N3: &str = "cccccccc-3333-4000-8000-000000000003";
+
+fn with_networks(mut st: HostState, nets: &[&str]) -> HostState {
+    st.networks = nets
+        .iter()
+        .map(|n| NetworkState {
+            network: doc(json!({"id": n})),
+            segments: vec![],
+            subnets: vec![],
+        })
+        .collect();
+    st
+}
+
+fn zones(pairs: &[(&str, u16)]) -> std::collections::BTreeMap<String, u16> {
+    pairs.iter().map(|(b, z)| (b.to_string(), *z)).collect()
+}
+
+#[test]
+fn conntrack_zones_are_per_network_and_stable() {
+    let set = |bs: &[&str]| bs.iter().map(|b| b.to_string()).collect();
+    // Fresh: 1, 2, ... in bridge name order.
+    assert_eq!(
+        assign_zones(&set(&["brqb", "brqa"]), &zones(&[])),
+        zones(&[("brqa", 1), ("brqb", 2)])
+    );
+    // Kept zones stay; a new bridge takes the lowest free one; gone bridges free theirs.
+    assert_eq!(
+        assign_zones(
+            &set(&["brqa", "brqc", "brqd"]),
+            &zones(&[("brqc", 2), ("brqx", 1)])
+        ),
+        zones(&[("brqa", 1), ("brqc", 2), ("brqd", 3)])
+    );
+    // A zone claimed twice (a hand-edited map) or zone 0: reassigned.
+    assert_eq!(
+        assign_zones(
+            &set(&["brqa", "brqb", "brqc"]),
+            &zones(&[("brqa", 1), ("brqb", 1), ("brqc", 0)])
+        ),
+        zones(&[("brqa", 1), ("brqb", 2), ("brqc", 3)])
+    );
+}
+
+#[test]
+fn zones_map_and_chain_render_and_only_the_map_follows_networks() {
+    let st = with_networks(state(default_rules(), &[], false), &[N1, N2]);
+    let a = render(&model(&st).secgroups);
+    let z = &a["zones"];
+    assert_eq!(z.table, "inet neutrino_sg");
+    assert_eq!(
+        z.lines,
+        ["\"brqaaaaaaaa-11\" : 1", "\"brqbbbbbbbb-22\" : 2"]
+    );
+    let full = full_script(&a);
+    assert!(
+        full.contains(
+            "  map zones { typeof iifname : ct zone; }\n  chain zone {\n    \
+             type filter hook prerouting priority -300; policy accept;\n    \
+             ct zone set iifname map @zones\n  }\n"
+        ),
+        "{full}"
+    );
+    assert!(
+        full.contains(
+            "add element inet neutrino_sg zones { \"brqaaaaaaaa-11\" : 1, \"brqbbbbbbbb-22\" : 2 }\n"
+        ),
+        "{full}"
+    );
+    // N1 leaves and N3 arrives: N2 keeps zone 2, N3 takes the free 1; nothing but the map.
+    let st2 = with_networks(state(default_rules(), &[], false), &[N2, N3]);
+    let zb = assign_zones(
+        &bridges(&model(&st2).secgroups),
+        &zones(&[("brqaaaaaaaa-11", 1), ("brqbbbbbbbb-22", 2)]),
+    );
+    let b = render_zoned(&model(&st2).secgroups, &zb);
+    assert_eq!(
+        delta_script(&a, &b).unwrap(),
+        "flush map inet neutrino_sg zones\n\
+         add element inet neutrino_sg zones { \"brqbbbbbbbb-22\" : 2, \"brqcccccccc-33\" : 1 }\n"
+    );
+}
+
+#[test]
+fn reconciler_keeps_the_zones_a_previous_run_gave() {
+    let nft = Arc::new(FakeNft::default());
+    // A previous run left our tables with N2 in zone 7.
+    *nft.tables.lock().unwrap() = vec!["inet neutrino_sg".into(), "bridge neutrino_sg".into()];
+    nft.listings.lock().unwrap().insert(
+        "map inet neutrino_sg zones".into(),
+        r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family": "inet",
+            "name": "zones", "table": "neutrino_sg", "type": "ifname", "map": "integer",
+            "elem": [["brqbbbbbbbb-22", 7]]}}]}"#
+            .into(),
+    );
+    let mut sg = SecGroups::new(nft.clone());
+    let st = with_networks(state(default_rules(), &[], false), &[N1, N2]);
+    let mut pass = Pass::default();
+    sg.reconcile(&model(&st), &mut pass);
+    pass.result().unwrap();
+    let s = nft.scripts().pop().unwrap();
+    assert!(
+        s.contains("zones { \"brqaaaaaaaa-11\" : 1, \"brqbbbbbbbb-22\" : 7 }"),
+        "{s}"
+    );
+    // Later networks keep counting from what is in use, without reading back again.
+    nft.listings.lock().unwrap().clear();
+    let st = with_networks(state(default_rules(), &[], false), &[N1, N2, N3]);
+    let mut pass = Pass::default();
+    sg.reconcile(&model(&st), &mut pass);
+    pass.result().unwrap();
+    let s = nft.scripts().pop().unwrap();
+    assert!(s.contains("\"brqcccccccc-33\" : 2 }"), "{s}");
+}
+
 #[test]
 fn rule_change_rewrites_the_port_chain_and_removal_cleans_up() {
     let a = render(&model(&state(default_rules(), &[], false)).secgroups);
@@ -324,7 +442,13 @@ fn scripts_are_accepted_by_nft() {
         }
     };
     neutrino_host::exec::run(&["ip", "netns", "add", &ns]).unwrap();
-    let a = render(&model(&state(default_rules(), &["10.0.0.5"], false)).secgroups);
+    let a = render(
+        &model(&with_networks(
+            state(default_rules(), &["10.0.0.5"], false),
+            &[N1, N2],
+        ))
+        .secgroups,
+    );
     let mut rules = default_rules();
     rules.push(
         json!({"id": "r8", "direction": "egress", "ethertype": "IPv6", "protocol": "ipv6-icmp",
@@ -341,10 +465,19 @@ fn scripts_are_accepted_by_nft() {
         run(&["nft", "-f", "-"], Some(&full_script(&a)))?;
         run(&["nft", "-f", "-"], Some(&delta_script(&a, &b).unwrap()))?;
         run(&["nft", "-f", "-"], Some(&delta_script(&b, &a).unwrap()))?;
-        run(&["nft", "list", "ruleset"], None)
+        let z = run(
+            &["nft", "-j", "list", "map", "inet", "neutrino_sg", "zones"],
+            None,
+        )?;
+        Ok::<_, neutrino_host::HostError>((run(&["nft", "list", "ruleset"], None)?, z))
     })();
     let _ = neutrino_host::exec::run(&["ip", "netns", "del", &ns]);
-    let out = res.unwrap();
+    let (out, z) = res.unwrap();
+    assert_eq!(
+        super::reconcile::parse_zones(&z),
+        zones(&[("brqaaaaaaaa-11", 1), ("brqbbbbbbbb-22", 2)])
+    );
+    assert!(out.contains("ct zone set iifname map @zones"), "{out}");
     assert!(out.contains(&format!("chain i-{P1}")), "{out}");
     assert!(!out.contains(&format!("chain i-{P2}")), "{out}");
     assert!(!out.contains(&format!("a4-{AG}")), "{out}");

@@ -282,13 +282,123 @@ def test_address_group_rule_follows_the_groups_addresses(topo):
         lt.stop()
 
 
+def zones_map(topo, host):
+    out = sh("nsenter", f"--net=/run/netns/{topo.host_ns(host)}", "nft", "-j", "list", "map",
+             "inet", "neutrino_sg", "zones").stdout
+    for o in json.loads(out)["nftables"]:
+        if "map" in o:
+            return {b: z for b, z in o["map"].get("elem", [])}
+    return {}
+
+
+def conntrack_zones(topo, host, src, dst):
+    """Zones of the ICMP conntrack entries from src to dst in a host's namespace."""
+    out = sh("nsenter", f"--net=/run/netns/{topo.host_ns(host)}", "conntrack", "-L", "-p",
+             "icmp", "-s", src, "-d", dst, check=False).stdout
+    zones = set()
+    for line in out.splitlines():
+        z = [w.split("=")[1] for w in line.split() if w.startswith("zone=")]
+        zones.add(int(z[0]) if z else 0)
+    return zones
+
+
+def test_overlapping_networks_get_their_own_conntrack_zones(topo):
+    """Two networks with the same CIDR on one host: their bridges have distinct zones in
+    the zones map, and the conntrack entries of identical address pairs sit in them."""
+    if not shutil.which("conntrack"):
+        pytest.fail("conntrack not found: run scripts/setup", pytrace=False)
+    pairs = []
+    for name in ("za", "zb"):
+        net, _ = topo.network(name, "10.70.0.0/24")
+        p = topo.probe(net["id"], "h1", name)
+        dhcp = dp.dhcp_port_of(topo, net["id"])
+        pairs.append((net, p, dhcp["fixed_ips"][0]["ip_address"]))
+    (na, pa, da), (nb, pb, db) = pairs
+    assert (pa["address"], da) == (pb["address"], db), "the networks should overlap"
+    bra, brb = (f"brq{n['id'][:11]}" for n in (na, nb))
+    zones = eventually("both bridges zoned", lambda: (lambda z: z if bra in z and brb in z
+                                                      else None)(zones_map(topo, "h1")))
+    assert zones[bra] != zones[brb] and 0 not in (zones[bra], zones[brb])
+    for p, d in ((pa, da), (pb, db)):
+        topo.probe_exec(p["name"], "ping", "-c", "1", "-W", "2", d)
+    # The same address pair, one conntrack entry per network, each in its bridge's zone.
+    assert conntrack_zones(topo, "h1", pa["address"], da) == {zones[bra], zones[brb]}
+
+
+# A minimal DHCPv6 client (the probes' busybox has none): SOLICIT (stateful) or
+# INFORMATION-REQUEST (stateless) from eth0, prints the address offered and the DNS servers.
+DHCP6 = r"""
+import os, socket, struct, sys, time
+mode, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(':', ''))
+def opt(c, d): return struct.pack('!HH', c, len(d)) + d
+def opts(b):
+    while len(b) >= 4:
+        c, n = struct.unpack('!HH', b[:4]); yield c, b[4:4 + n]; b = b[4 + n:]
+xid = os.urandom(3)
+common = opt(1, struct.pack('!HH', 3, 1) + mac) + opt(8, b'\0\0') + opt(6, struct.pack('!HH', 23, 24))
+if mode == 'stateful':
+    msg, want = b'\x01' + xid + common + opt(3, struct.pack('!III', 1, 0, 0)), 2
+else:
+    msg, want = b'\x0b' + xid + common, 7
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::', 546)); s.settimeout(1)
+dst = ('ff02::1:2', 547, 0, socket.if_nametoindex('eth0'))
+for _ in range(15):
+    try:
+        s.sendto(msg, dst)
+    except OSError:  # link-local address still tentative
+        time.sleep(1); continue
+    try:
+        while True:
+            d, _a = s.recvfrom(4000)
+            if d[0] == want and d[1:4] == xid: break
+        break
+    except socket.timeout:
+        continue
+else:
+    sys.exit('no DHCPv6 answer')
+for c, v in opts(d[4:]):
+    if c == 3:
+        for c2, v2 in opts(v[12:]):
+            if c2 == 5: print('addr', socket.inet_ntop(socket.AF_INET6, v2[:16]))
+    if c == 23:
+        for i in range(0, len(v), 16): print('dns', socket.inet_ntop(socket.AF_INET6, v[i:i + 16]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["stateful", "stateless"])
+def test_dhcpv6_serves_the_subnets_mode(topo, mode):
+    """dnsmasq answers a probe's DHCPv6 SOLICIT with the port's address on a
+    dhcpv6-stateful subnet, and an INFORMATION-REQUEST with the subnet's DNS servers (and
+    no address) on a dhcpv6-stateless one, through the firewall."""
+    net, _ = topo.network(f"v6{mode}", "10.71.0.0/24")
+    cidr = "2001:db8:71::/64" if mode == "stateful" else "2001:db8:72::/64"
+    sub6 = topo.api("POST", "/subnets", {"subnet": {
+        "network_id": net["id"], "ip_version": 6, "cidr": cidr,
+        "ipv6_address_mode": f"dhcpv6-{mode}", "dns_nameservers": ["2001:db8::53"]}})["subnet"]
+    # On the DHCP host: across VXLAN the reply to the link-local client needs neighbour
+    # discovery that the VXLAN proxy (arp_responder) does not answer for link-local addresses.
+    p = topo.probe(net["id"], "h1", f"v6{mode}")
+    port = dp.port(topo, p["port_id"])
+    v6 = [f["ip_address"] for f in port["fixed_ips"] if f["subnet_id"] == sub6["id"]]
+    assert len(v6) == 1, port["fixed_ips"]
+    out = topo.probe_exec(p["name"], "python3", "-c", DHCP6, mode, p["mac"]).stdout
+    assert "dns 2001:db8::53" in out, out
+    if mode == "stateful":
+        assert f"addr {v6[0]}" in out, out
+    else:
+        assert "addr" not in out, out
+
+
 def test_benchmark_rule_change_to_nft(topo):
     """One rule change -> in the nft ruleset of the host, with many ports on the host."""
-    net, s = getattr(topo, "sg_scenario", (None, None))
-    if net is None:
-        net, _ = topo.network("sgb", "10.67.0.0/23")
+    _, s = getattr(topo, "sg_scenario", (None, None))
+    if s is None:
         s = group(topo, "bench")
     n_ports = int(os.environ.get("NEUTRINO_SG_BENCH_PORTS", "200"))
+    net, _ = topo.network("sgb", "10.64.0.0/20")  # room for 4,000 ports
+    topo.api("PUT", f"/quotas/{net['project_id']}", {"quota": {"port": -1}})
     for i in range(n_ports):
         topo.api("POST", "/ports", {"port": {
             "network_id": net["id"], "name": f"{topo.pfx}-bench{i}",
@@ -318,7 +428,7 @@ def test_benchmark_rule_change_to_nft(topo):
 
 
 # Chains of our tables that exist whatever the ports (the dispatch and conntrack chains).
-STATIC_CHAINS = {"forward", "prerouting"}
+STATIC_CHAINS = {"forward", "prerouting", "zone"}
 
 
 def nft_leftovers(topo, ids):
@@ -336,7 +446,7 @@ def nft_leftovers(topo, ids):
                 left.append(name)
             elif kind == "set":
                 left.append(name)
-            elif kind == "map" and body.get("elem"):
+            elif kind == "map" and body.get("elem") and body["name"] != "zones":
                 left.append(f"{name} elements {body['elem']}")
             elif any(i in text for i in ids):
                 left.append(f"{name}: {text[:200]}")
@@ -369,7 +479,7 @@ def test_deleting_everything_leaves_no_nft_object_namespace_or_dnsmasq(topo):
     assert any(" set a4-" in x for x in before), before
     net_ids, port_ids = dp.delete_networks(topo)
     assert net_ids and port_ids
-    ids = port_ids + groups + ags
+    ids = port_ids + groups + ags + [f"brq{n[:11]}" for n in net_ids]  # + zones map entries
 
     def clean():
         return nft_leftovers(topo, ids) + dp.leftovers(topo, net_ids)

@@ -144,6 +144,8 @@ pub struct HostModel {
     pub ports: Vec<Port>,
     /// DHCP networks by id.
     pub dhcp: BTreeMap<String, DhcpNet>,
+    /// What the server says about DHCP (lease duration, domain), by DHCP network id.
+    pub dhcp_server: BTreeMap<String, crate::dhcp::ServerDhcp>,
     /// Remote VTEPs per network id.
     pub l2pop: BTreeMap<String, Vec<RemoteHost>>,
     /// Security groups of the bound ports (nftables firewall).
@@ -343,6 +345,7 @@ impl HostModel {
             networks,
             ports,
             dhcp,
+            dhcp_server: crate::dhcp::server_settings(st),
             l2pop,
             secgroups: crate::secgroups::SgModel::from_state(st),
             routers: crate::l3::model::parse(&st.routers),

@@ -317,6 +317,8 @@ pub async fn host_state(st: &ApiState, host: &str) -> ApiResult<HostState> {
             agent_id: agent_id.clone(),
             dhcp_port_id,
             ports: all,
+            dhcp_lease_duration: Some(st.cfg.dhcp_lease_duration),
+            dns_domain: Some(st.cfg.dns_domain.clone()),
         });
     }
 

@@ -223,6 +223,14 @@ pub struct DhcpNetwork {
     pub dhcp_port_id: Option<String>,
     /// All ports of the network.
     pub ports: Vec<Doc>,
+    /// The server's `[DEFAULT] dhcp_lease_duration` (seconds, -1: infinite); None from
+    /// servers that do not send it (the agent's own option applies then).
+    #[serde(default)]
+    pub dhcp_lease_duration: Option<i64>,
+    /// The server's `[DEFAULT] dns_domain`, the domain of instance host names; None as
+    /// above.
+    #[serde(default)]
+    pub dns_domain: Option<String>,
 }
 
 /// A security group with its rules and, for remote-group rules, the members' addresses.

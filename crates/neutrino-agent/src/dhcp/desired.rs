@@ -67,6 +67,61 @@ pub struct DhcpInstance {
     pub files: Files,
 }
 
+/// What the server sends about one DHCP network: its `[DEFAULT] dhcp_lease_duration` and
+/// `dns_domain`. Where present they win over the agent's own options (in Neutron both
+/// processes read them from the one neutron.conf).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServerDhcp {
+    /// Lease seconds, -1 infinite.
+    pub lease_duration: Option<i64>,
+    /// Domain of instance host names.
+    pub domain: Option<String>,
+}
+
+/// The server's DHCP settings per DHCP network of the host state.
+pub fn server_settings(st: &neutrino_wire::HostState) -> BTreeMap<String, ServerDhcp> {
+    st.dhcp
+        .iter()
+        .map(|d| {
+            let lease_duration = d.dhcp_lease_duration.filter(|l| {
+                let ok = *l > 0 || *l == -1;
+                if !ok {
+                    tracing::warn!(
+                        lease = l,
+                        "server's dhcp_lease_duration unusable; using ours"
+                    );
+                }
+                ok
+            });
+            let domain = d
+                .dns_domain
+                .as_deref()
+                .map(|x| x.trim_end_matches('.').to_string());
+            (
+                d.network_id.clone(),
+                ServerDhcp {
+                    lease_duration,
+                    domain,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The agent's options with what the server sent for the network put over them.
+fn effective(cfg: &DhcpConfig, server: Option<&ServerDhcp>) -> DhcpConfig {
+    let mut c = cfg.clone();
+    if let Some(sv) = server {
+        if let Some(l) = sv.lease_duration {
+            c.lease_duration = l;
+        }
+        if let Some(d) = &sv.domain {
+            c.domain.clone_from(d);
+        }
+    }
+    c
+}
+
 fn dash(ip: &IpAddr) -> String {
     ip.to_string().replace(['.', ':'], "-")
 }
@@ -182,15 +237,19 @@ fn argv(
 }
 
 fn opt_name(name: &str, v6: bool) -> String {
-    // Numeric option codes stand alone; names take the `option:`/`option6:` prefix.
-    if name.chars().all(|c| c.is_ascii_digit()) {
-        name.to_string()
-    } else if v6 {
+    // DHCPv6 options always take `option6:` (dnsmasq ignores a bare number there); IPv4
+    // numeric codes stand alone, names take `option:`.
+    if v6 {
         format!("option6:{name}")
+    } else if name.chars().all(|c| c.is_ascii_digit()) {
+        name.to_string()
     } else {
         format!("option:{name}")
     }
 }
+
+/// Option names that are dnsmasq's client identifier, not an option to send.
+const CLIENT_ID: &[&str] = &["client-id", "61"];
 
 /// The hosts, addn_hosts and opts files (Neutron's `_output_hosts_file`,
 /// `_output_addn_hosts_file`, `_output_opts_file`).
@@ -205,6 +264,7 @@ fn files(subnets: &[&Subnet], d: &DhcpNet, dhcp_port: &Port, cfg: &DhcpConfig) -
         } else {
             format!("set:port-{},", p.id)
         };
+        let mut tagged_only = false;
         for (sid, ip) in &p.fixed_ips {
             let Some(s) = by_id.get(sid.as_str()) else {
                 continue;
@@ -217,6 +277,12 @@ fn files(subnets: &[&Subnet], d: &DhcpNet, dhcp_port: &Port, cfg: &DhcpConfig) -
             };
             let _ = writeln!(out.addn_hosts, "{ip}\t{fqdn} {host}");
             if !stateful(s) {
+                // Stateless DHCPv6 hands out no address, but the port's own options need
+                // its MAC tagged.
+                if !tag.is_empty() && !tagged_only {
+                    tagged_only = true;
+                    let _ = writeln!(out.host, "{},{}", p.mac, tag.trim_end_matches(','));
+                }
                 continue;
             }
             let shown = match ip {
@@ -297,7 +363,16 @@ fn files(subnets: &[&Subnet], d: &DhcpNet, dhcp_port: &Port, cfg: &DhcpConfig) -
         }
     }
     for p in &ports {
+        let versions: Vec<u8> = p
+            .fixed_ips
+            .iter()
+            .map(|(_, ip)| if ip.is_ipv6() { 6 } else { 4 })
+            .collect();
         for o in &p.extra_dhcp_opts {
+            // An option of a version the port has no address of has no client to go to.
+            if CLIENT_ID.contains(&o.name.as_str()) || !versions.contains(&o.ip_version) {
+                continue;
+            }
             let v6 = o.ip_version == 6;
             let _ = writeln!(
                 out.opts,
@@ -322,6 +397,7 @@ pub fn render(m: &HostModel, s: &DhcpSettings) -> BTreeMap<String, DhcpInstance>
         if subnets.is_empty() {
             continue;
         }
+        let cfg = effective(&s.cfg, m.dhcp_server.get(&net.id));
         let dir = s.dir.join(&net.id);
         let ns_dev = names::ns_dev(&port.id);
         let addrs = port
@@ -342,8 +418,8 @@ pub fn render(m: &HostModel, s: &DhcpSettings) -> BTreeMap<String, DhcpInstance>
                 tap: names::tap(&port.id),
                 addrs,
                 mtu: net.mtu,
-                argv: argv(net, &subnets, &dir, &ns_dev, &s.cfg),
-                files: files(&subnets, d, port, &s.cfg),
+                argv: argv(net, &subnets, &dir, &ns_dev, &cfg),
+                files: files(&subnets, d, port, &cfg),
                 ns_dev,
                 dir,
             },
@@ -472,6 +548,175 @@ pub(crate) mod tests {
                 .addn_hosts
                 .contains("10.0.0.5\thost-10-0-0-5.openstacklocal host-10-0-0-5\n")
         );
+    }
+
+    fn v6_subnet(id: &str, cidr: &str, mode: &str) -> Subnet {
+        Subnet {
+            id: id.into(),
+            cidr: cidr.parse().unwrap(),
+            gateway_ip: None,
+            enable_dhcp: true,
+            dns_nameservers: vec!["2001:db8::53".into()],
+            host_routes: vec![],
+            ipv6_address_mode: Some(mode.into()),
+            ipv6_ra_mode: Some(mode.into()),
+        }
+    }
+
+    #[test]
+    fn ipv6_modes_render_like_neutron() {
+        const S6F: &str = "66666666-0000-0000-0000-00000000000f";
+        const S6L: &str = "66666666-0000-0000-0000-00000000000l";
+        const S6S: &str = "66666666-0000-0000-0000-00000000000s";
+        const V6VM: &str = "bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee";
+        let mut m = model();
+        m.networks.get_mut(NET).unwrap().subnets.extend([
+            v6_subnet(S6F, "2001:db8:1::/64", "dhcpv6-stateful"),
+            v6_subnet(S6L, "2001:db8:2::/64", "dhcpv6-stateless"),
+            v6_subnet(S6S, "2001:db8:3::/64", "slaac"),
+        ]);
+        let d = m.dhcp.get_mut(NET).unwrap();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // The instance: one address per subnet (its SLAAC and stateless ones it makes itself).
+        d.ports[1].fixed_ips.extend([
+            (S6F.to_string(), ip("2001:db8:1::5")),
+            (S6L.to_string(), ip("2001:db8:2:0:f816:3eff:fe00:5")),
+            (S6S.to_string(), ip("2001:db8:3:0:f816:3eff:fe00:5")),
+        ]);
+        // An IPv6-only instance on the stateless subnet with options of its own.
+        let mut v6vm = port(V6VM, "fa:16:3e:00:00:06", "10.0.0.6", "compute:nova");
+        v6vm.fixed_ips = vec![(S6L.to_string(), ip("2001:db8:2:0:f816:3eff:fe00:6"))];
+        for (name, value, v) in [
+            ("23", "[2001:db8::99]", 6),
+            ("bootfile-url", "http://x/", 6),
+            ("tftp-server", "10.0.0.9", 4), // no IPv4 address: dropped
+            ("client-id", "abc", 6),        // dnsmasq's client id, not an option
+        ] {
+            v6vm.extra_dhcp_opts.push(DhcpOpt {
+                name: name.into(),
+                value: value.into(),
+                ip_version: v,
+            });
+        }
+        d.ports.push(v6vm);
+        let dhcp_v6 = [
+            (S6F.to_string(), ip("2001:db8:1::2")),
+            (S6L.to_string(), ip("2001:db8:2:0:f816:3eff:fe00:2")),
+        ];
+        d.ports[0].fixed_ips.extend(dhcp_v6.clone());
+        d.dhcp_port.as_mut().unwrap().fixed_ips.extend(dhcp_v6);
+        let out = render(&m, &settings(Path::new("/st")));
+        let x = &out[NET];
+        let argv = x.argv.join(" ");
+        // Stateful and stateless subnets get a static range (addresses only from the hosts
+        // file; information requests answered); SLAAC none; and no router advertisements
+        // from the DHCP side, which Neutron leaves to the router.
+        assert!(
+            argv.contains(&format!(
+                "--dhcp-range=set:subnet-{S6F},2001:db8:1::,static,64,86400s"
+            )),
+            "{argv}"
+        );
+        assert!(
+            argv.contains(&format!(
+                "--dhcp-range=set:subnet-{S6L},2001:db8:2::,static,64,86400s"
+            )),
+            "{argv}"
+        );
+        assert!(!argv.contains(S6S), "{argv}");
+        assert!(
+            !argv.contains("enable-ra") && !argv.contains("ra-"),
+            "{argv}"
+        );
+        assert_eq!(
+            x.addrs,
+            [
+                "10.0.0.2/24",
+                "2001:db8:1::2/64",
+                "2001:db8:2:0:f816:3eff:fe00:2/64"
+            ]
+        );
+        // Hosts: the stateful address leased; stateless and SLAAC ones not, but a port with
+        // options of its own is tagged for them (once).
+        assert_eq!(
+            x.files.host,
+            format!(
+                "fa:16:3e:00:00:05,set:port-{VM},host-10-0-0-5.openstacklocal,10.0.0.5\n\
+                 fa:16:3e:00:00:05,set:port-{VM},host-2001-db8-1--5.openstacklocal,[2001:db8:1::5]\n\
+                 fa:16:3e:00:00:05,set:port-{VM}\n\
+                 fa:16:3e:00:00:06,set:port-{V6VM}\n\
+                 fa:16:3e:00:00:02,host-10-0-0-2.openstacklocal,10.0.0.2\n\
+                 fa:16:3e:00:00:02,host-2001-db8-1--2.openstacklocal,[2001:db8:1::2]\n"
+            )
+        );
+        // Options: DNS and search domain for both DHCPv6 subnets, nothing for SLAAC, no
+        // IPv4-only options on IPv6 subnets; port options as option6:.
+        let opts = &x.files.opts;
+        for sub in [S6F, S6L] {
+            assert!(
+                opts.contains(&format!(
+                    "tag:subnet-{sub},option6:dns-server,[2001:db8::53]\n\
+                     tag:subnet-{sub},option6:domain-search,openstacklocal\n"
+                )),
+                "{opts}"
+            );
+        }
+        assert!(!opts.contains(S6S), "{opts}");
+        assert!(
+            opts.ends_with(&format!(
+                "tag:port-{VM},option:tftp-server,10.0.0.9\n\
+                 tag:port-{V6VM},option6:23,[2001:db8::99]\n\
+                 tag:port-{V6VM},option6:bootfile-url,http://x/\n"
+            )),
+            "{opts}"
+        );
+    }
+
+    #[test]
+    fn the_servers_lease_duration_and_domain_win() {
+        let mut m = model();
+        m.dhcp_server.insert(
+            NET.into(),
+            ServerDhcp {
+                lease_duration: Some(-1),
+                domain: Some("example.org".into()),
+            },
+        );
+        let x = &render(&m, &settings(Path::new("/st")))[NET];
+        let argv = x.argv.join(" ");
+        assert!(argv.contains(",255.255.255.0,infinite "), "{argv}");
+        assert!(argv.ends_with("--domain=example.org"), "{argv}");
+        assert!(x.files.host.contains("host-10-0-0-5.example.org,"));
+        // Nothing from the server (an older one): the agent's own options.
+        m.dhcp_server.insert(NET.into(), ServerDhcp::default());
+        let argv = render(&m, &settings(Path::new("/st")))[NET].argv.join(" ");
+        assert!(argv.contains(",86400s ") && argv.ends_with("--domain=openstacklocal"));
+    }
+
+    #[test]
+    fn server_settings_come_from_the_host_state() {
+        let st: neutrino_wire::HostState = serde_json::from_value(serde_json::json!({
+            "protocol": 1, "host": "h1", "seq": 1, "agents": [], "ports": [], "networks": [],
+            "security_groups": [], "l2pop": [],
+            "dhcp": [
+                {"network_id": "a", "agent_id": "x", "dhcp_port_id": null, "ports": [],
+                 "dhcp_lease_duration": 600, "dns_domain": "example.org."},
+                {"network_id": "b", "agent_id": "x", "dhcp_port_id": null, "ports": [],
+                 "dhcp_lease_duration": 0},
+                {"network_id": "c", "agent_id": "x", "dhcp_port_id": null, "ports": []}
+            ]
+        }))
+        .unwrap();
+        let s = server_settings(&st);
+        assert_eq!(
+            s["a"],
+            ServerDhcp {
+                lease_duration: Some(600),
+                domain: Some("example.org".into())
+            }
+        );
+        assert_eq!(s["b"], ServerDhcp::default());
+        assert_eq!(s["c"], ServerDhcp::default());
     }
 
     #[test]

@@ -17,5 +17,5 @@
 pub mod desired;
 pub mod reconcile;
 
-pub use desired::{DhcpInstance, DhcpSettings, render};
+pub use desired::{DhcpInstance, DhcpSettings, ServerDhcp, render, server_settings};
 pub use reconcile::Dhcp;

@@ -432,7 +432,9 @@ pub async fn create(
         local: true,
     };
     if c.wait {
+        let t0 = Instant::now();
         wait_active(api, &port_id, c.timeout).await?;
+        tracing::debug!(port_id = %port_id, elapsed_ms = t0.elapsed().as_millis() as u64, "port ACTIVE");
         info.status = "ACTIVE".into();
         exec::run(&argv_ref).map_err(|e| {
             ProbeError::Timeout(format!(
@@ -440,6 +442,7 @@ pub async fn create(
                 c.name
             ))
         })?;
+        tracing::debug!(port_id = %port_id, elapsed_ms = t0.elapsed().as_millis() as u64, "lease held");
         let lease = read_lease(&dir.join("lease")).unwrap_or_default();
         info.address = lease.get("ip").cloned().unwrap_or_default();
         info.mtu = lease.get("mtu").cloned();

@@ -607,6 +607,7 @@ pub async fn poll_changes(
     }
     let deadline = tokio::time::Instant::now() + timeout;
     let mut rx = st.db.watch_commits();
+    let mut stop = st.stopping();
     let mut cursor = since;
     loop {
         rx.borrow_and_update();
@@ -649,6 +650,7 @@ pub async fn poll_changes(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => break,
+            _ = stop.wait_for(|s| *s) => break,
         }
     }
     Ok(ChangeBatch {

@@ -74,6 +74,9 @@ pub struct ApiState {
     pub ipam_hints: Arc<ipam::Hints>,
     /// ML2 options (type drivers, ranges, MTU) and the segment allocation cursors.
     pub ml2: Arc<ml2::Ml2Config>,
+    /// Set when the server is stopping: long-polls answer at once instead of holding the
+    /// graceful shutdown for their whole timeout.
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl ApiState {
@@ -113,7 +116,18 @@ impl ApiState {
             auth,
             ipam_hints: Arc::new(ipam::Hints::default()),
             ml2: Arc::new(ml2),
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// The server is stopping: open long-polls end now (with no changes).
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Follows [`ApiState::stop`].
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 }
 

@@ -1062,3 +1062,34 @@ async fn no_change_missed_with_concurrent_writers_postgres() {
         srv.cleanup().await;
     }
 }
+
+/// A stopping server answers open long-polls at once (empty batch at the same cursor), so
+/// its graceful shutdown does not wait for agents' polls to time out.
+#[tokio::test]
+async fn stopping_server_ends_long_polls() {
+    let srv = TestServer::start().await;
+    lb_agent(&srv, "w1", "192.0.2.31").await;
+    let (s, b) = poll(&srv, "w1", 0, 0).await;
+    assert_eq!(s, 200, "{b}");
+    let seq = b["seq"].as_i64().unwrap();
+    let stopper = srv.state.clone();
+    let t0 = std::time::Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        stopper.stop();
+    });
+    let (s, b) = poll(&srv, "w1", seq, 30).await;
+    let took = t0.elapsed();
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["seq"].as_i64(), Some(seq), "{b}");
+    assert_eq!(b["changes"], serde_json::json!([]), "{b}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "poll held {took:?}"
+    );
+    // Polls that start after the stop answer at once too.
+    let t0 = std::time::Instant::now();
+    let (s, _) = poll(&srv, "w1", seq, 30).await;
+    assert_eq!(s, 200);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -304,6 +304,13 @@ async fn start(
     let state = ApiState::try_new(db, cfg, policy, auth_hook(validator))?;
     // DHCP failover and change-log retention; ends with the process.
     tokio::spawn(neutrino_api::scheduler::run_background(state.clone()));
+    // On SIGTERM/SIGINT, agents' open long-polls answer at once so the graceful shutdown
+    // does not wait for them.
+    let stopping = state.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopping.stop();
+    });
     let listener = bind(&host, port, "network API").await?;
     tracing::info!(addr = %listener.local_addr()?, "network API (Neutron v2.0) listening");
     tasks.push(serve(listener, neutrino_api::router(state)));

@@ -20,6 +20,8 @@ pub struct TestServer {
     pub url: String,
     /// The store (for direct inspection).
     pub db: Db,
+    /// The server's state (e.g. to stop it).
+    pub state: ApiState,
     client: reqwest::Client,
     _dir: tempdir::Dir,
     pg_drop: Option<(String, String)>,
@@ -122,7 +124,7 @@ impl TestServer {
         let cfg = Config::from_ini(Ini::parse(ini, "test").expect("ini")).expect("config");
         let policy = neutrino_api::policy::Policy::defaults();
         let state = ApiState::new(db.clone(), cfg, policy, fake_auth());
-        let app = neutrino_api::router(state);
+        let app = neutrino_api::router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -133,6 +135,7 @@ impl TestServer {
         TestServer {
             url: format!("http://{addr}"),
             db,
+            state,
             client: reqwest::Client::new(),
             _dir: dir,
             pg_drop,

@@ -15,15 +15,8 @@ fn id(v: &Value) -> String {
 }
 
 async fn subnet(srv: &TestServer, net: &str, cidr: &str) -> Value {
-    let (s, b) = srv
-        .post(
-            "/v2.0/subnets",
-            P,
-            json!({"subnet": {"network_id": net, "cidr": cidr, "ip_version": 4}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    b["subnet"].clone()
+    srv.subnet(P, json!({"network_id": net, "cidr": cidr, "ip_version": 4}))
+        .await
 }
 
 async fn port(srv: &TestServer, body: Value) -> Value {
@@ -96,22 +89,12 @@ async fn instance_lookup(srv: &TestServer) {
     }
 
     // Through a router: only its internal networks are searched.
-    let (s, r) = srv
-        .post("/v2.0/routers", P, json!({"router": {"name": "r1"}}))
-        .await;
-    assert_eq!(s, 201, "{r}");
-    let rid = id(&r["router"]);
+    let rid = id(&srv.router(P, json!({"name": "r1"})).await);
     let q = format!("ip=10.1.0.10&router_id={rid}");
     let (s, _) = lookup(srv, &q, "admin").await;
     assert_eq!(s, 404);
-    let (s, b) = srv
-        .put(
-            &format!("/v2.0/routers/{rid}/add_router_interface"),
-            P,
-            json!({"subnet_id": s1["id"]}),
-        )
+    srv.add_router_interface(P, &rid, s1["id"].as_str().unwrap())
         .await;
-    assert_eq!(s, 200, "{b}");
     let (s, b) = lookup(srv, &q, "admin").await;
     assert_eq!((s, b["instance_id"].clone()), (200, json!("vm-1")), "{b}");
 
@@ -129,15 +112,9 @@ async fn instance_lookup(srv: &TestServer) {
     assert_eq!(s, 403);
 }
 
-#[tokio::test]
-async fn instance_lookup_sqlite() {
-    instance_lookup(&TestServer::start_with(ML2).await).await;
-}
-
-#[tokio::test]
-async fn instance_lookup_postgres() {
-    if let Some(srv) = TestServer::start_pg(ML2).await {
-        instance_lookup(&srv).await;
-        srv.cleanup().await;
-    }
-}
+on_both_stores!(
+    instance_lookup,
+    ML2,
+    instance_lookup_sqlite,
+    instance_lookup_postgres
+);

@@ -6,64 +6,6 @@ use support::{TestServer, err_type};
 
 const P: &str = "member:p1";
 
-struct Lab {
-    ext: String,
-    net: String,
-    subnet: String,
-    router: String,
-}
-
-async fn lab(srv: &TestServer) -> Lab {
-    let ext = srv.network("admin", json!({"router:external": true})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/subnets",
-            "admin",
-            json!({"subnet": {"network_id": ext, "ip_version": 4, "cidr": "10.30.0.0/24"}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let net = srv.network(P, json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/subnets",
-            P,
-            json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "192.168.1.0/24"}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let subnet = b["subnet"]["id"].as_str().unwrap().to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/routers",
-            P,
-            json!({"router": {"external_gateway_info": {"network_id": ext}}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let router = b["router"]["id"].as_str().unwrap().to_string();
-    let (s, _) = srv
-        .put(
-            &format!("/v2.0/routers/{router}/add_router_interface"),
-            P,
-            json!({"subnet_id": subnet}),
-        )
-        .await;
-    assert_eq!(s, 200);
-    Lab {
-        ext,
-        net,
-        subnet,
-        router,
-    }
-}
-
 async fn port(srv: &TestServer, token: &str, net: &str) -> Value {
     let (s, b) = srv
         .post("/v2.0/ports", token, json!({"port": {"network_id": net}}))
@@ -78,7 +20,7 @@ async fn fip(srv: &TestServer, body: Value) -> (u16, Value) {
 }
 
 async fn refusals(srv: &TestServer) {
-    let l = lab(srv).await;
+    let l = srv.routed(P, json!({}), json!({})).await;
     // Not external.
     let (s, b) = fip(srv, json!({"floating_network_id": l.net})).await;
     assert_eq!(s, 400, "{b}");
@@ -175,7 +117,7 @@ async fn refusals(srv: &TestServer) {
 }
 
 async fn port_forwardings(srv: &TestServer) {
-    let l = lab(srv).await;
+    let l = srv.routed(P, json!({}), json!({})).await;
     let (s, b) = fip(srv, json!({"floating_network_id": l.ext})).await;
     assert_eq!(s, 201, "{b}");
     let fid = b["floatingip"]["id"].as_str().unwrap().to_string();
@@ -358,34 +300,15 @@ async fn port_forwardings(srv: &TestServer) {
     assert_eq!(s, 204);
 }
 
-#[tokio::test]
-async fn floating_ip_refusals_sqlite() {
-    let srv = TestServer::start().await;
-    refusals(&srv).await;
-}
-
-#[tokio::test]
-async fn floating_ip_refusals_postgres() {
-    let Some(srv) = TestServer::start_pg("").await else {
-        eprintln!("skipped: NEUTRINO_TEST_PG_URL unset");
-        return;
-    };
-    refusals(&srv).await;
-    srv.cleanup().await;
-}
-
-#[tokio::test]
-async fn port_forwardings_sqlite() {
-    let srv = TestServer::start().await;
-    port_forwardings(&srv).await;
-}
-
-#[tokio::test]
-async fn port_forwardings_postgres() {
-    let Some(srv) = TestServer::start_pg("").await else {
-        eprintln!("skipped: NEUTRINO_TEST_PG_URL unset");
-        return;
-    };
-    port_forwardings(&srv).await;
-    srv.cleanup().await;
-}
+on_both_stores!(
+    refusals,
+    "",
+    floating_ip_refusals_sqlite,
+    floating_ip_refusals_postgres
+);
+on_both_stores!(
+    port_forwardings,
+    "",
+    port_forwardings_sqlite,
+    port_forwardings_postgres
+);

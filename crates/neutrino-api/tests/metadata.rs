@@ -76,51 +76,20 @@ struct Lab {
 /// group `web` and `default`) on a routed subnet with DNS servers and a host route, and a
 /// floating IP on it.
 async fn lab(srv: &TestServer) -> Lab {
-    let ext = srv.network("admin", json!({"router:external": true})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/subnets",
-            "admin",
-            json!({"subnet": {"network_id": ext, "ip_version": 4, "cidr": "10.30.0.0/24"}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let net = srv.network(P, json!({"name": "private"})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/subnets",
+    let support::Routed {
+        ext,
+        net,
+        subnet,
+        router,
+    } = srv
+        .routed(
             P,
-            json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "192.168.1.0/24",
-                "enable_dhcp": false,
+            json!({"name": "private"}),
+            json!({"enable_dhcp": false,
                 "dns_nameservers": ["192.0.2.53", "192.0.2.54"],
-                "host_routes": [{"destination": "172.16.0.0/16", "nexthop": "192.168.1.254"}]}}),
+                "host_routes": [{"destination": "172.16.0.0/16", "nexthop": "192.168.1.254"}]}),
         )
         .await;
-    assert_eq!(s, 201, "{b}");
-    let subnet = b["subnet"]["id"].as_str().unwrap().to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/routers",
-            P,
-            json!({"router": {"external_gateway_info": {"network_id": ext}}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let router = b["router"]["id"].as_str().unwrap().to_string();
-    let (s, _) = srv
-        .put(
-            &format!("/v2.0/routers/{router}/add_router_interface"),
-            P,
-            json!({"subnet_id": subnet}),
-        )
-        .await;
-    assert_eq!(s, 200);
     let (s, b) = srv
         .post(
             "/v2.0/security-groups",
@@ -659,50 +628,24 @@ async fn no_secret(srv: &TestServer) {
     assert_eq!(s, 403);
 }
 
-#[tokio::test]
-async fn instance_data_api_sqlite() {
-    instance_data_api(&TestServer::start_with(CONF).await).await;
-}
-
-#[tokio::test]
-async fn instance_data_api_postgres() {
-    let Some(srv) = TestServer::start_pg(CONF).await else {
-        eprintln!("skipped: NEUTRINO_TEST_PG_URL unset");
-        return;
-    };
-    instance_data_api(&srv).await;
-    srv.cleanup().await;
-}
-
-#[tokio::test]
-async fn metadata_service_sqlite() {
-    metadata_service(&TestServer::start_with(CONF).await).await;
-}
-
-#[tokio::test]
-async fn metadata_service_postgres() {
-    let Some(srv) = TestServer::start_pg(CONF).await else {
-        eprintln!("skipped: NEUTRINO_TEST_PG_URL unset");
-        return;
-    };
-    metadata_service(&srv).await;
-    srv.cleanup().await;
-}
-
-#[tokio::test]
-async fn metadata_refusals_sqlite() {
-    refusals(&TestServer::start_with(CONF).await).await;
-}
-
-#[tokio::test]
-async fn metadata_refusals_postgres() {
-    let Some(srv) = TestServer::start_pg(CONF).await else {
-        eprintln!("skipped: NEUTRINO_TEST_PG_URL unset");
-        return;
-    };
-    refusals(&srv).await;
-    srv.cleanup().await;
-}
+on_both_stores!(
+    instance_data_api,
+    CONF,
+    instance_data_api_sqlite,
+    instance_data_api_postgres
+);
+on_both_stores!(
+    metadata_service,
+    CONF,
+    metadata_service_sqlite,
+    metadata_service_postgres
+);
+on_both_stores!(
+    refusals,
+    CONF,
+    metadata_refusals_sqlite,
+    metadata_refusals_postgres
+);
 
 #[tokio::test]
 async fn instance_data_bounded_by_the_port_quota() {

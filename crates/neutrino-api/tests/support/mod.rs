@@ -226,6 +226,103 @@ impl TestServer {
         assert_eq!(s, 201, "create network: {b}");
         b["network"].clone()
     }
+
+    /// Creates a subnet as `token` and returns its document (asserts 201).
+    pub async fn subnet(&self, token: &str, body: Value) -> Value {
+        let (s, b) = self
+            .post("/v2.0/subnets", token, serde_json::json!({"subnet": body}))
+            .await;
+        assert_eq!(s, 201, "create subnet: {b}");
+        b["subnet"].clone()
+    }
+
+    /// Creates a router as `token` and returns its document (asserts 201).
+    pub async fn router(&self, token: &str, body: Value) -> Value {
+        let (s, b) = self
+            .post("/v2.0/routers", token, serde_json::json!({"router": body}))
+            .await;
+        assert_eq!(s, 201, "create router: {b}");
+        b["router"].clone()
+    }
+
+    /// Attaches `subnet` to `router` as `token` (asserts 200).
+    pub async fn add_router_interface(&self, token: &str, router: &str, subnet: &str) {
+        let (s, b) = self
+            .put(
+                &format!("/v2.0/routers/{router}/add_router_interface"),
+                token,
+                serde_json::json!({"subnet_id": subnet}),
+            )
+            .await;
+        assert_eq!(s, 200, "add router interface: {b}");
+    }
+
+    /// An external network (admin's, subnet 10.30.0.0/24) and, as `token`, a network with
+    /// the attributes `net` and a subnet 192.168.1.0/24 with the extra attributes `subnet`,
+    /// attached to a router whose gateway is on the external network.
+    pub async fn routed(&self, token: &str, net: Value, subnet: Value) -> Routed {
+        let id = |v: Value| v["id"].as_str().expect("id").to_string();
+        let ext = id(self
+            .network("admin", serde_json::json!({"router:external": true}))
+            .await);
+        self.subnet(
+            "admin",
+            serde_json::json!({"network_id": ext, "ip_version": 4, "cidr": "10.30.0.0/24"}),
+        )
+        .await;
+        let net = id(self.network(token, net).await);
+        let mut body = serde_json::json!({"network_id": net, "ip_version": 4,
+            "cidr": "192.168.1.0/24"});
+        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), subnet) {
+            b.extend(extra);
+        }
+        let subnet = id(self.subnet(token, body).await);
+        let router = id(self
+            .router(
+                token,
+                serde_json::json!({"external_gateway_info": {"network_id": ext}}),
+            )
+            .await);
+        self.add_router_interface(token, &router, &subnet).await;
+        Routed {
+            ext,
+            net,
+            subnet,
+            router,
+        }
+    }
+}
+
+/// What [`TestServer::routed`] builds: ids of the external network, the project's network
+/// and subnet, and the router between them.
+pub struct Routed {
+    pub ext: String,
+    pub net: String,
+    pub subnet: String,
+    pub router: String,
+}
+
+/// Two tests of `$scenario` (an `async fn(&TestServer)`) on a server started with the INI
+/// configuration `$ini`: `$sqlite` on SQLite, `$postgres` on PostgreSQL (skipped, saying so,
+/// when `NEUTRINO_TEST_PG_URL` is unset).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($scenario:ident, $ini:expr, $sqlite:ident, $postgres:ident) => {
+        #[tokio::test]
+        async fn $sqlite() {
+            $scenario(&$crate::support::TestServer::start_with($ini).await).await;
+        }
+
+        #[tokio::test]
+        async fn $postgres() {
+            let Some(srv) = $crate::support::TestServer::start_pg($ini).await else {
+                eprintln!("skipped: NEUTRINO_TEST_PG_URL unset");
+                return;
+            };
+            $scenario(&srv).await;
+            srv.cleanup().await;
+        }
+    };
 }
 
 /// The NeutronError type of an error body.

@@ -464,6 +464,46 @@ mod tests {
         (status, body)
     }
 
+    /// Proxies serving on sockets in a directory of their own; on drop their tasks end and
+    /// the directory goes.
+    struct Sockets {
+        dir: std::path::PathBuf,
+        tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    }
+
+    impl Sockets {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("neutrino-{name}-{}", std::process::id()));
+            Sockets { dir, tasks: vec![] }
+        }
+
+        /// Serves `proxy` on the socket `name`; returns its path once it is there (or after a
+        /// second).
+        async fn serve(&mut self, name: &str, proxy: Proxy) -> std::path::PathBuf {
+            let sock = self.dir.join(name);
+            self.tasks.push(tokio::spawn({
+                let sock = sock.clone();
+                async move { serve(&sock, Arc::new(proxy)).await }
+            }));
+            for _ in 0..100 {
+                if sock.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sock
+        }
+    }
+
+    impl Drop for Sockets {
+        fn drop(&mut self) {
+            for t in &self.tasks {
+                t.abort();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     /// A resolver whose one instance (for any address) can be changed.
     struct Switch {
         url: String,
@@ -494,19 +534,9 @@ mod tests {
             url: upstream().await,
             id: Mutex::new("gone-1".into()),
         });
-        let dir = std::env::temp_dir().join(format!("neutrino-mdproxy2-{}", std::process::id()));
-        let sock = dir.join("metadata_proxy");
-        let proxy = Arc::new(Proxy::new(resolver.clone(), "s3cret".into(), None));
-        let task = tokio::spawn({
-            let sock = sock.clone();
-            async move { serve(&sock, proxy).await }
-        });
-        for _ in 0..100 {
-            if sock.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let mut socks = Sockets::new("mdproxy2");
+        let proxy = Proxy::new(resolver.clone(), "s3cret".into(), None);
+        let sock = socks.serve("metadata_proxy", proxy).await;
         let h = [
             ("X-Neutron-Network-ID", "n1"),
             ("X-Forwarded-For", "10.0.0.5"),
@@ -518,8 +548,6 @@ mod tests {
         *resolver.id.lock().unwrap() = "vm-new".into();
         let (s, b) = request(&sock, &h, "/").await;
         assert_eq!((s, b.as_str()), (200, "/metadata/ vm-new p1 10.0.0.5"));
-        task.abort();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
@@ -533,19 +561,9 @@ mod tests {
             url,
             calls: Mutex::new(0),
         });
-        let dir = std::env::temp_dir().join(format!("neutrino-mdproxy-{}", std::process::id()));
-        let sock = dir.join("metadata_proxy");
-        let proxy = Arc::new(Proxy::new(resolver.clone(), "s3cret".into(), None));
-        let task = tokio::spawn({
-            let sock = sock.clone();
-            async move { serve(&sock, proxy).await }
-        });
-        for _ in 0..100 {
-            if sock.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let mut socks = Sockets::new("mdproxy");
+        let proxy = Proxy::new(resolver.clone(), "s3cret".into(), None);
+        let sock = socks.serve("metadata_proxy", proxy).await;
         let r1 = [
             ("X-Neutron-Router-ID", "r1"),
             ("X-Forwarded-For", "10.0.0.5"),
@@ -604,41 +622,14 @@ mod tests {
         .await;
         assert_eq!(s, 500);
         // A wrong secret: the service's 403 comes back.
-        let sock2 = dir.join("other");
-        let bad = Arc::new(Proxy::new(resolver.clone(), "wrong".into(), None));
-        let task2 = tokio::spawn({
-            let sock2 = sock2.clone();
-            async move { serve(&sock2, bad).await }
-        });
-        for _ in 0..100 {
-            if sock2.exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let bad = Proxy::new(resolver.clone(), "wrong".into(), None);
+        let sock2 = socks.serve("other", bad).await;
         let (s, _) = request(&sock2, &r1, "/").await;
         assert_eq!(s, 403);
         // Nova unreachable: 503.
-        let nova = Arc::new(Proxy::new(
-            resolver,
-            "s3cret".into(),
-            Some("http://127.0.0.1:9".into()),
-        ));
-        let task3 = tokio::spawn({
-            let sock3 = dir.join("nova");
-            async move { serve(&sock3, nova).await }
-        });
-        for _ in 0..100 {
-            if dir.join("nova").exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let (s, _) = request(&dir.join("nova"), &r1, "/").await;
+        let nova = Proxy::new(resolver, "s3cret".into(), Some("http://127.0.0.1:9".into()));
+        let sock3 = socks.serve("nova", nova).await;
+        let (s, _) = request(&sock3, &r1, "/").await;
         assert_eq!(s, 503);
-        task.abort();
-        task2.abort();
-        task3.abort();
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

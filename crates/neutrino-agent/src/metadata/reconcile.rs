@@ -355,6 +355,13 @@ mod tests {
         net.addrs(Some(ns), LO).unwrap_or_default()
     }
 
+    /// A pass over `m` that must not fail.
+    fn clean_pass(r: &mut MetadataProxies, m: &HostModel) {
+        let mut p = Pass::default();
+        r.reconcile(m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+    }
+
     #[test]
     fn router_haproxy_lifecycle() {
         let dir = tmpdir("r");
@@ -364,16 +371,12 @@ mod tests {
         let m = model(true);
         let ns = crate::l3::desired::router_ns(R);
         // The router's namespace is not built yet: nothing happens, nothing fails.
-        let mut p = Pass::default();
-        r.reconcile(&m, &mut p);
-        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        clean_pass(&mut r, &m);
         assert!(procs.running().is_empty());
         // The L3 reconciler built it.
         net.add_netns(&ns).unwrap();
         net.add_device(Some(&ns), LO, None);
-        let mut p = Pass::default();
-        r.reconcile(&m, &mut p);
-        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        clean_pass(&mut r, &m);
         assert_eq!(lo_addrs(&net, &ns), vec!["169.254.169.254/32"]);
         assert!(net.link(Some(&ns), LO).unwrap().up);
         let running = procs.running();
@@ -406,9 +409,7 @@ mod tests {
         assert_eq!(lo_addrs(&net, &ns), vec!["169.254.169.254/32"]);
         // The router goes (its namespace stays until the L3 reconciler removes it): haproxy,
         // address and files go.
-        let mut p = Pass::default();
-        r.reconcile(&model(false), &mut p);
-        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        clean_pass(&mut r, &model(false));
         assert!(procs.running().is_empty());
         assert!(lo_addrs(&net, &ns).is_empty());
         assert!(!dir.join("metadata").join(&ns).exists());
@@ -428,9 +429,7 @@ mod tests {
         r.reconcile(&model(false), &mut Pass::default());
         assert!(procs.running().is_empty());
         let mut r = MetadataProxies::new(net.clone(), procs.clone(), settings(&dir, true));
-        let mut p = Pass::default();
-        r.reconcile(&model(false), &mut p);
-        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        clean_pass(&mut r, &model(false));
         assert_eq!(procs.running().len(), 1);
         assert_eq!(lo_addrs(&net, &ns), vec!["169.254.169.254/32"]);
         let cfg =
@@ -438,9 +437,7 @@ mod tests {
         assert!(cfg.contains(&format!("set-header X-Neutron-Network-ID {NET}")));
         // A router interface at the gateway: not isolated any more; the router's namespace
         // serves it (not built in this test) and the DHCP one stops.
-        let mut p = Pass::default();
-        r.reconcile(&model(true), &mut p);
-        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        clean_pass(&mut r, &model(true));
         assert!(procs.running().is_empty());
         assert!(lo_addrs(&net, &ns).is_empty());
         // force_metadata: served even when routed.

@@ -20,9 +20,7 @@ async fn subnet(srv: &TestServer, net: &str, cidr: &str) -> Value {
 }
 
 async fn port(srv: &TestServer, body: Value) -> Value {
-    let (s, b) = srv.post("/v2.0/ports", P, json!({ "port": body })).await;
-    assert_eq!(s, 201, "{b}");
-    b["port"].clone()
+    srv.port(P, body).await
 }
 
 async fn lookup(srv: &TestServer, query: &str, token: &str) -> (u16, Value) {

@@ -7,11 +7,7 @@ use support::{TestServer, err_type};
 const P: &str = "member:p1";
 
 async fn port(srv: &TestServer, token: &str, net: &str) -> Value {
-    let (s, b) = srv
-        .post("/v2.0/ports", token, json!({"port": {"network_id": net}}))
-        .await;
-    assert_eq!(s, 201, "{b}");
-    b["port"].clone()
+    srv.port(token, json!({"network_id": net})).await
 }
 
 async fn fip(srv: &TestServer, body: Value) -> (u16, Value) {
@@ -39,14 +35,11 @@ async fn refusals(srv: &TestServer) {
         .as_str()
         .unwrap()
         .to_string();
-    let (s, _) = srv
-        .post(
-            "/v2.0/subnets",
-            P,
-            json!({"subnet": {"network_id": lonely_net, "ip_version": 4, "cidr": "192.168.9.0/24"}}),
-        )
-        .await;
-    assert_eq!(s, 201);
+    srv.subnet(
+        P,
+        json!({"network_id": lonely_net, "ip_version": 4, "cidr": "192.168.9.0/24"}),
+    )
+    .await;
     let lonely = port(srv, P, &lonely_net).await;
     let (s, b) = fip(
         srv,

@@ -100,17 +100,14 @@ async fn lab(srv: &TestServer) -> Lab {
     assert_eq!(s, 201, "{b}");
     let web = b["security_group"]["id"].as_str().unwrap().to_string();
     let instance = uuid::Uuid::new_v4().to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/ports",
+    let port = srv
+        .port(
             P,
-            json!({"port": {"network_id": net, "device_id": instance,
+            json!({"network_id": net, "device_id": instance,
                 "device_owner": "compute:nova", "security_groups": [web],
-                "fixed_ips": [{"ip_address": "192.168.1.10"}]}}),
+                "fixed_ips": [{"ip_address": "192.168.1.10"}]}),
         )
         .await;
-    assert_eq!(s, 201, "{b}");
-    let port = b["port"].clone();
     let (s, b) = srv
         .post(
             "/v2.0/floatingips",
@@ -501,23 +498,17 @@ async fn metadata_service(srv: &TestServer) {
         .as_str()
         .unwrap()
         .to_string();
-    let (s, b) = srv
-        .post(
-            "/v2.0/subnets",
-            P,
-            json!({"subnet": {"network_id": net2, "ip_version": 4, "cidr": "192.168.2.0/24"}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    let (s, b) = srv
-        .post(
-            "/v2.0/ports",
-            P,
-            json!({"port": {"network_id": net2, "device_id": id, "device_owner": "compute:nova",
-                "fixed_ips": [{"ip_address": "192.168.2.20"}]}}),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
+    srv.subnet(
+        P,
+        json!({"network_id": net2, "ip_version": 4, "cidr": "192.168.2.0/24"}),
+    )
+    .await;
+    srv.port(
+        P,
+        json!({"network_id": net2, "device_id": id, "device_owner": "compute:nova",
+            "fixed_ips": [{"ip_address": "192.168.2.20"}]}),
+    )
+    .await;
     assert_eq!(
         md_ok(srv, id, "192.168.2.20", "/latest/meta-data/local-ipv4").await,
         "192.168.2.20"
@@ -602,15 +593,13 @@ async fn refusals(srv: &TestServer) {
         )
         .await;
     assert_eq!(s, 201);
-    let (s, b) = srv
-        .post(
-            "/v2.0/ports",
+    let p = srv
+        .port(
             P,
-            json!({"port": {"network_id": l.net, "device_id": squat, "device_owner": "compute:nova"}}),
+            json!({"network_id": l.net, "device_id": squat, "device_owner": "compute:nova"}),
         )
         .await;
-    assert_eq!(s, 201, "{b}");
-    let ip = b["port"]["fixed_ips"][0]["ip_address"]
+    let ip = p["fixed_ips"][0]["ip_address"]
         .as_str()
         .unwrap()
         .to_string();

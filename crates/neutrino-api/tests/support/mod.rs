@@ -236,6 +236,15 @@ impl TestServer {
         b["subnet"].clone()
     }
 
+    /// Creates a port as `token` and returns its document (asserts 201).
+    pub async fn port(&self, token: &str, body: Value) -> Value {
+        let (s, b) = self
+            .post("/v2.0/ports", token, serde_json::json!({"port": body}))
+            .await;
+        assert_eq!(s, 201, "create port: {b}");
+        b["port"].clone()
+    }
+
     /// Creates a router as `token` and returns its document (asserts 201).
     pub async fn router(&self, token: &str, body: Value) -> Value {
         let (s, b) = self

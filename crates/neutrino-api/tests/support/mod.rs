@@ -214,44 +214,38 @@ impl TestServer {
         self.call("DELETE", path, token, None).await
     }
 
-    /// Creates a network as `token` and returns its document (asserts 201).
-    pub async fn network(&self, token: &str, body: Value) -> Value {
+    /// Creates a `resource` (`network`, `subnet`, `port`, `router`: its collection is
+    /// `/v2.0/<resource>s`) as `token` and returns its document (asserts 201).
+    pub async fn create(&self, resource: &str, token: &str, body: Value) -> Value {
         let (s, b) = self
             .post(
-                "/v2.0/networks",
+                &format!("/v2.0/{resource}s"),
                 token,
-                serde_json::json!({"network": body}),
+                serde_json::json!({ resource: body }),
             )
             .await;
-        assert_eq!(s, 201, "create network: {b}");
-        b["network"].clone()
+        assert_eq!(s, 201, "create {resource}: {b}");
+        b[resource].clone()
+    }
+
+    /// Creates a network as `token` and returns its document (asserts 201).
+    pub async fn network(&self, token: &str, body: Value) -> Value {
+        self.create("network", token, body).await
     }
 
     /// Creates a subnet as `token` and returns its document (asserts 201).
     pub async fn subnet(&self, token: &str, body: Value) -> Value {
-        let (s, b) = self
-            .post("/v2.0/subnets", token, serde_json::json!({"subnet": body}))
-            .await;
-        assert_eq!(s, 201, "create subnet: {b}");
-        b["subnet"].clone()
+        self.create("subnet", token, body).await
     }
 
     /// Creates a port as `token` and returns its document (asserts 201).
     pub async fn port(&self, token: &str, body: Value) -> Value {
-        let (s, b) = self
-            .post("/v2.0/ports", token, serde_json::json!({"port": body}))
-            .await;
-        assert_eq!(s, 201, "create port: {b}");
-        b["port"].clone()
+        self.create("port", token, body).await
     }
 
     /// Creates a router as `token` and returns its document (asserts 201).
     pub async fn router(&self, token: &str, body: Value) -> Value {
-        let (s, b) = self
-            .post("/v2.0/routers", token, serde_json::json!({"router": body}))
-            .await;
-        assert_eq!(s, 201, "create router: {b}");
-        b["router"].clone()
+        self.create("router", token, body).await
     }
 
     /// Attaches `subnet` to `router` as `token` (asserts 200).

@@ -3,16 +3,12 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{TestServer, err_type};
+use support::{TestServer, err_type, id};
 
 const P: &str = "member:p1";
 const ML2: &str = "[ml2]\ntype_drivers = local,flat,vlan,vxlan\ntenant_network_types = vxlan\n\
                    mechanism_drivers = linuxbridge,l2population\n\
                    [ml2_type_vxlan]\nvni_ranges = 1:1000\n";
-
-fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
-}
 
 async fn subnet(srv: &TestServer, net: &str, cidr: &str) -> Value {
     srv.subnet(P, json!({"network_id": net, "cidr": cidr, "ip_version": 4}))

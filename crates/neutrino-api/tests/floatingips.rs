@@ -31,15 +31,9 @@ async fn refusals(srv: &TestServer) {
     .await;
     assert_eq!(s, 400, "{b}");
     // A port on a network no router connects: 404 ExternalGatewayForFloatingIPNotFound.
-    let lonely_net = srv.network(P, json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    srv.subnet(
-        P,
-        json!({"network_id": lonely_net, "ip_version": 4, "cidr": "192.168.9.0/24"}),
-    )
-    .await;
+    let (lonely_net, _) = srv
+        .network_with_subnet(P, json!({}), "192.168.9.0/24", json!({}))
+        .await;
     let lonely = port(srv, P, &lonely_net).await;
     let (s, b) = fip(
         srv,

@@ -62,6 +62,12 @@ async fn md_ok(srv: &TestServer, instance: &str, remote: &str, path: &str) -> St
     b
 }
 
+/// GET expecting 200 and JSON; the document.
+async fn md_json(srv: &TestServer, instance: &str, remote: &str, path: &str) -> Value {
+    let b = md_ok(srv, instance, remote, path).await;
+    serde_json::from_str(&b).unwrap_or_else(|e| panic!("{path}: {e}: {b}"))
+}
+
 struct Lab {
     instance: String,
     port: Value,
@@ -286,19 +292,14 @@ async fn metadata_service(srv: &TestServer) {
         ]
     );
     // A version cloud-init picks for network_data.json serves it.
-    let nd: Value = serde_json::from_str(
-        &md_ok(srv, id, fixed, "/openstack/2018-08-27/network_data.json").await,
-    )
-    .unwrap();
+    let nd = md_json(srv, id, fixed, "/openstack/2018-08-27/network_data.json").await;
     assert!(nd["links"].is_array(), "{nd}");
     let b = md_ok(srv, id, fixed, "/openstack/latest/").await;
     assert!(lines(&b).contains(&"meta_data.json"), "{b}");
     assert!(lines(&b).contains(&"user_data"), "{b}");
 
     // OpenStack meta_data.json.
-    let m: Value =
-        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/latest/meta_data.json").await)
-            .unwrap();
+    let m = md_json(srv, id, fixed, "/openstack/latest/meta_data.json").await;
     assert_eq!(m["uuid"], json!(id));
     assert_eq!(m["hostname"], json!("web1"));
     assert_eq!(m["name"], json!("web1"));
@@ -312,9 +313,7 @@ async fn metadata_service(srv: &TestServer) {
     );
     assert_eq!(m["meta"], json!({"role": "web"}));
     assert_eq!(m["devices"], json!([]));
-    let m2: Value =
-        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/2012-08-10/meta_data.json").await)
-            .unwrap();
+    let m2 = md_json(srv, id, fixed, "/openstack/2012-08-10/meta_data.json").await;
     assert_eq!(m2, m);
     assert_eq!(
         md_ok(srv, id, fixed, "/openstack/2012-08-10/user_data").await,
@@ -327,9 +326,7 @@ async fn metadata_service(srv: &TestServer) {
 
     // network_data.json: the port's link, its static address with the gateway and host
     // route, the subnet's DNS servers.
-    let n: Value =
-        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/latest/network_data.json").await)
-            .unwrap();
+    let n = md_json(srv, id, fixed, "/openstack/latest/network_data.json").await;
     let pid = l.port["id"].as_str().unwrap();
     assert_eq!(n["links"][0]["vif_id"], json!(pid));
     assert_eq!(n["links"][0]["id"], json!(format!("tap{}", &pid[..11])));
@@ -468,9 +465,7 @@ async fn metadata_service(srv: &TestServer) {
         .delete(&format!("/v2.0/instance-metadata/{id}"), P)
         .await;
     assert_eq!(s, 204);
-    let m: Value =
-        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/latest/meta_data.json").await)
-            .unwrap();
+    let m = md_json(srv, id, fixed, "/openstack/latest/meta_data.json").await;
     assert_eq!(m["uuid"], json!(id));
     assert_eq!(m["hostname"], json!("host-192-168-1-10"));
     assert_eq!(m["availability_zone"], json!("nova"));
@@ -486,23 +481,15 @@ async fn metadata_service(srv: &TestServer) {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    let n: Value =
-        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/latest/network_data.json").await)
-            .unwrap();
+    let n = md_json(srv, id, fixed, "/openstack/latest/network_data.json").await;
     assert_eq!(n["networks"][0]["type"], json!("ipv4_dhcp"));
     assert_eq!(n["networks"][0]["network_id"], json!(l.net));
     assert!(n["networks"][0].get("ip_address").is_none(), "{n}");
 
     // A second NIC: the address the request came from is the local one.
-    let net2 = srv.network(P, json!({})).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    srv.subnet(
-        P,
-        json!({"network_id": net2, "ip_version": 4, "cidr": "192.168.2.0/24"}),
-    )
-    .await;
+    let (net2, _) = srv
+        .network_with_subnet(P, json!({}), "192.168.2.0/24", json!({}))
+        .await;
     srv.port(
         P,
         json!({"network_id": net2, "device_id": id, "device_owner": "compute:nova",
@@ -521,9 +508,7 @@ async fn metadata_service(srv: &TestServer) {
         md_ok(srv, id, fixed, "/latest/meta-data/local-ipv4").await,
         fixed
     );
-    let n: Value =
-        serde_json::from_str(&md_ok(srv, id, fixed, "/openstack/latest/network_data.json").await)
-            .unwrap();
+    let n = md_json(srv, id, fixed, "/openstack/latest/network_data.json").await;
     assert_eq!(n["links"].as_array().unwrap().len(), 2, "{n}");
     assert_eq!(n["networks"].as_array().unwrap().len(), 2, "{n}");
 }

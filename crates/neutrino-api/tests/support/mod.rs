@@ -260,32 +260,38 @@ impl TestServer {
         assert_eq!(s, 200, "add router interface: {b}");
     }
 
+    /// Creates, as `token`, a network with the attributes `net` and on it an IPv4 subnet
+    /// `cidr` with the extra attributes `subnet`; the ids of both.
+    pub async fn network_with_subnet(
+        &self,
+        token: &str,
+        net: Value,
+        cidr: &str,
+        subnet: Value,
+    ) -> (String, String) {
+        let net = id(&self.network(token, net).await);
+        let mut body = serde_json::json!({"network_id": net, "ip_version": 4, "cidr": cidr});
+        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), subnet) {
+            b.extend(extra);
+        }
+        let subnet = id(&self.subnet(token, body).await);
+        (net, subnet)
+    }
+
     /// An external network (admin's, subnet 10.30.0.0/24) and, as `token`, a network with
     /// the attributes `net` and a subnet 192.168.1.0/24 with the extra attributes `subnet`,
     /// attached to a router whose gateway is on the external network.
     pub async fn routed(&self, token: &str, net: Value, subnet: Value) -> Routed {
-        let id = |v: Value| v["id"].as_str().expect("id").to_string();
-        let ext = id(self
-            .network("admin", serde_json::json!({"router:external": true}))
-            .await);
-        self.subnet(
-            "admin",
-            serde_json::json!({"network_id": ext, "ip_version": 4, "cidr": "10.30.0.0/24"}),
-        )
-        .await;
-        let net = id(self.network(token, net).await);
-        let mut body = serde_json::json!({"network_id": net, "ip_version": 4,
-            "cidr": "192.168.1.0/24"});
-        if let (Some(b), Value::Object(extra)) = (body.as_object_mut(), subnet) {
-            b.extend(extra);
-        }
-        let subnet = id(self.subnet(token, body).await);
-        let router = id(self
-            .router(
-                token,
-                serde_json::json!({"external_gateway_info": {"network_id": ext}}),
-            )
-            .await);
+        let no_extra = || serde_json::json!({});
+        let external = serde_json::json!({"router:external": true});
+        let (ext, _) = self
+            .network_with_subnet("admin", external, "10.30.0.0/24", no_extra())
+            .await;
+        let (net, subnet) = self
+            .network_with_subnet(token, net, "192.168.1.0/24", subnet)
+            .await;
+        let gateway = serde_json::json!({"external_gateway_info": {"network_id": ext}});
+        let router = id(&self.router(token, gateway).await);
         self.add_router_interface(token, &router, &subnet).await;
         Routed {
             ext,
@@ -326,6 +332,11 @@ macro_rules! on_both_stores {
             srv.cleanup().await;
         }
     };
+}
+
+/// The `id` of a resource document.
+pub fn id(doc: &Value) -> String {
+    doc["id"].as_str().expect("id").to_string()
 }
 
 /// The NeutronError type of an error body.

@@ -261,7 +261,8 @@ impl TestServer {
     }
 
     /// Creates, as `token`, a network with the attributes `net` and on it an IPv4 subnet
-    /// `cidr` with the extra attributes `subnet`; the ids of both.
+    /// `cidr` with the extra attributes `subnet` (an object, or null for none); the ids of
+    /// both.
     pub async fn network_with_subnet(
         &self,
         token: &str,
@@ -282,10 +283,9 @@ impl TestServer {
     /// the attributes `net` and a subnet 192.168.1.0/24 with the extra attributes `subnet`,
     /// attached to a router whose gateway is on the external network.
     pub async fn routed(&self, token: &str, net: Value, subnet: Value) -> Routed {
-        let no_extra = || serde_json::json!({});
         let external = serde_json::json!({"router:external": true});
         let (ext, _) = self
-            .network_with_subnet("admin", external, "10.30.0.0/24", no_extra())
+            .network_with_subnet("admin", external, "10.30.0.0/24", Value::Null)
             .await;
         let (net, subnet) = self
             .network_with_subnet(token, net, "192.168.1.0/24", subnet)

@@ -168,10 +168,10 @@ def test_e6_security_groups_on_the_dataplane(topo):
     g = group(topo, "g")
     for p in (a, b, c):
         put_port(topo, p["port_id"], security_groups=[s["id"]])
-    eventually("b's ingress chain without remote-group rules",
-               lambda: "jump" not in nft_chain(topo, "h1", f"i-{b['port_id']}")
+    eventually("b's ingress chain going through S's rules",
+               lambda: f"jump gi-{s['id']}" in nft_chain(topo, "h1", f"i-{b['port_id']}")
                and "drop" in nft_chain(topo, "h1", f"i-{b['port_id']}")
-               and "@g4-" not in nft_chain(topo, "h1", f"i-{b['port_id']}"))
+               and "@g4-" not in nft_chain(topo, "h1", f"gi-{s['id']}"))
     lt = Listener(topo, b, "tcp", 8080)
     lt9 = Listener(topo, b, "tcp", 9090)
     try:
@@ -257,8 +257,9 @@ def test_address_group_rule_follows_the_groups_addresses(topo):
     for p in (srv, cli):
         put_port(topo, p["port_id"], security_groups=[s["id"]])
     chain = f"i-{srv['port_id']}"
-    eventually("address-group rule in srv's chain",
-               lambda: f"@a4-{ag['id']}" in nft_chain(topo, "h1", chain))
+    eventually("address-group rule in the group's chain",
+               lambda: f"@a4-{ag['id']}" in nft_chain(topo, "h1", f"gi-{s['id']}")
+               and f"jump gi-{s['id']}" in nft_chain(topo, "h1", chain))
     lt = Listener(topo, srv, "tcp", 8081)
     try:
         # Not in the group: closed.
@@ -406,18 +407,19 @@ def test_benchmark_rule_change_to_nft(topo):
             "security_groups": [s["id"]]}})
     last = None
     wait_for("all bench ports filtered",
-             lambda: nft_chain(topo, "h1", "forward") and len(
+             lambda: nft_chain(topo, "h1", "ingress") and len(
                  sh("nsenter", f"--net=/run/netns/{topo.host_ns('h1')}", "nft", "list",
                     "map", "bridge", "neutrino_sg", "to_port").stdout.split("jump")) > n_ports,
              120, 0.5)
     samples = []
     probe_port = topo.api("GET", f"/ports?name={topo.pfx}-bench0")["ports"][0]["id"]
+    assert f"jump gi-{s['id']}" in nft_chain(topo, "h1", f"i-{probe_port}")
     for k in range(10):
         port_no = 20000 + k
         t0 = time.monotonic()
         last = rule(topo, s, protocol="tcp", port_range_min=port_no, port_range_max=port_no)
         wait_for("rule in nft", lambda: f"dport {port_no} " in nft_chain(
-            topo, "h1", f"i-{probe_port}"), 30, 0.02)
+            topo, "h1", f"gi-{s['id']}"), 30, 0.02)
         samples.append(time.monotonic() - t0)
     samples.sort()
     print(f"\nBENCH rule create -> nft on host ({n_ports}+ filtered ports): "
@@ -428,7 +430,7 @@ def test_benchmark_rule_change_to_nft(topo):
 
 
 # Chains of our tables that exist whatever the ports (the dispatch and conntrack chains).
-STATIC_CHAINS = {"forward", "prerouting", "zone"}
+STATIC_CHAINS = {"egress", "ingress", "prerouting", "zone"}
 
 
 def nft_leftovers(topo, ids):

@@ -87,8 +87,9 @@ pub struct FakeNft {
     pub fail_next: Mutex<Option<String>>,
     /// Whether bridge netfilter is on.
     pub bridge_nf: Mutex<bool>,
-    /// What [`Nft::list_json`] answers, by its argument (absent: an error, as for a
-    /// missing object).
+    /// What [`Nft::list_json`] answers, by its argument (absent: an empty listing for a
+    /// `chain FAMILY TABLE NAME` of a table present, else an error, as for a missing
+    /// object).
     pub listings: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
@@ -128,12 +129,17 @@ impl Nft for FakeNft {
     }
 
     fn list_json(&self, what: &str) -> Result<String, HostError> {
-        self.listings
-            .lock()
-            .expect("fake lock")
-            .get(what)
-            .cloned()
-            .ok_or_else(|| HostError::Invalid(format!("no such object: {what}")))
+        if let Some(l) = self.listings.lock().expect("fake lock").get(what) {
+            return Ok(l.clone());
+        }
+        let w: Vec<&str> = what.split_whitespace().collect();
+        let tables = self.tables.lock().expect("fake lock");
+        match w.as_slice() {
+            ["chain", fam, table, _] if tables.contains(&format!("{fam} {table}")) => {
+                Ok(r#"{"nftables": []}"#.to_string())
+            }
+            _ => Err(HostError::Invalid(format!("no such object: {what}"))),
+        }
     }
 
     fn ensure_bridge_nf(&self) -> Result<bool, HostError> {

@@ -16,8 +16,8 @@ pub use model::{Direction, Remote, SgGroup, SgModel, SgPort, SgRule, parse_port}
 pub use reconcile::{SecGroups, SecGroupsDisabled};
 pub use render::{
     BRIDGE_TABLE, FIRST_ZONE, INET_TABLE, MARK_EST, MARK_INV, Rendered, ZONES_MAP,
-    address_group_set, assign_zones, bridges, delta_script, full_script, group_set, render,
-    render_zoned,
+    address_group_set, assign_zones, bridges, delta_script, full_script, group_chain, group_set,
+    render, render_zoned,
 };
 
 #[cfg(test)]

@@ -60,8 +60,12 @@ impl SecGroups {
         if self.nft.ensure_bridge_nf()? {
             tracing::info!("bridge netfilter enabled for IPv4/IPv6 (conntrack of bridged traffic)");
         }
-        let tables = self.nft.tables()?;
-        if !(tables.iter().any(|t| t == BRIDGE_TABLE) && tables.iter().any(|t| t == INET_TABLE)) {
+        // Our tables are there when their fixed chains are (listing one chain costs
+        // milliseconds; `nft list tables` reads the whole ruleset, half a second at 1,000
+        // ports). A table of an older layout lacks them and is rebuilt.
+        let present = |what: &str| self.nft.list_json(what).is_ok();
+        let have_inet = present(&format!("chain {INET_TABLE} zone"));
+        if !(have_inet && present(&format!("chain {BRIDGE_TABLE} egress"))) {
             if self.applied.is_some() {
                 tracing::warn!("security group tables missing; rebuilding them");
             }
@@ -70,7 +74,7 @@ impl SecGroups {
         let prev = match self.zones.take() {
             Some(z) => z,
             // First pass: the zones a previous run gave (none when the table is new).
-            None if tables.iter().any(|t| t == INET_TABLE) => {
+            None if have_inet => {
                 match self.nft.list_json(&format!("map {INET_TABLE} {ZONES_MAP}")) {
                     Ok(out) => parse_zones(&out),
                     Err(e) => {

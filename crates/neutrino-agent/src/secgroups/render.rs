@@ -13,10 +13,13 @@
 //!   long as the network is on the host, also across agent restarts (read back from the
 //!   map), so established connections survive.
 //! - `bridge neutrino_sg`: the filtering, at the bridge `forward` hook where the tap devices
-//!   are the input/output ports. Two verdict maps dispatch on the tap name to per-port chains
-//!   `e-<port id>` (from the instance: anti-spoofing, then egress rules; `return` on success
-//!   so the destination's ingress chain still runs) and `i-<port id>` (to the instance:
-//!   ingress rules, default deny). Remote groups are named sets `g4-<group id>` /
+//!   are the input/output ports. Two base chains, `egress` then `ingress` (an `accept` in
+//!   the first still leaves the packet to the second), dispatch through the verdict maps
+//!   `from_port` / `to_port` on the tap name to per-port chains `e-<port id>` (from the
+//!   instance: anti-spoofing, conntrack, then a jump to each of its groups' `ge-<group id>`,
+//!   default deny) and `i-<port id>` (to the instance: the same with `gi-<group id>`). A
+//!   group's rules live once in its chains, whatever the number of its ports, so a rule
+//!   change rewrites one chain. Remote groups are named sets `g4-<group id>` /
 //!   `g6-<group id>` and address groups `a4-<address group id>` / `a6-<...>`, so
 //!   membership and address changes rewrite sets, never chains.
 //!
@@ -190,7 +193,35 @@ fn elems<T: ToString>(xs: impl IntoIterator<Item = T>) -> String {
 }
 
 /// Egress chain of a port: anti-spoofing first, then conntrack, then the egress rules.
-fn egress_chain(p: &SgPort, stateful: bool, rules: &[String]) -> Vec<String> {
+/// Most elements matched with chained `!=` instead of an anonymous set: every anonymous set
+/// is a kernel set object, and the kernel finds a table's sets by walking a list, so
+/// thousands of them (a few per port) make loading and listing the table quadratic.
+const MAX_INLINE: usize = 8;
+
+/// `<what> not in xs` as a match expression.
+fn not_in<T: ToString>(what: &str, xs: &BTreeSet<T>) -> String {
+    if xs.len() <= MAX_INLINE {
+        xs.iter()
+            .map(|x| format!("{what} != {}", x.to_string()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        format!(
+            "{what} != {{ {} }}",
+            elems(xs.iter().map(ToString::to_string))
+        )
+    }
+}
+
+/// One rule per ICMPv6 type (`<before> icmpv6 type T <verdict>`), no anonymous set.
+fn per_icmpv6_type(before: &str, types: &[&str], verdict: &str) -> Vec<String> {
+    types
+        .iter()
+        .map(|t| format!("{before} icmpv6 type {t} {verdict}"))
+        .collect()
+}
+
+fn egress_chain(p: &SgPort, stateful: bool, jumps: &[String]) -> Vec<String> {
     let mut macs: BTreeSet<String> = BTreeSet::from([p.mac.clone()]);
     let mut v4: BTreeSet<IpNet> = BTreeSet::new();
     let mut v6: BTreeSet<IpNet> = BTreeSet::new();
@@ -213,68 +244,101 @@ fn egress_chain(p: &SgPort, stateful: bool, rules: &[String]) -> Vec<String> {
         }
     }
     let mut out = vec![
-        format!("ether saddr != {{ {} }} drop", elems(&macs)),
+        format!("{} drop", not_in("ether saddr", &macs)),
         // DHCP client: allowed before it has an address.
         "meta protocol ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return".into(),
         // DHCP and DHCPv6 servers and router advertisements from an instance: dropped.
         "meta protocol ip udp sport 67 udp dport 68 drop".into(),
         "meta protocol ip6 udp sport 547 udp dport 546 drop".into(),
-        "meta protocol ip6 icmpv6 type { nd-router-advert, nd-redirect } drop".into(),
-        // DHCPv6 client and duplicate address detection (from ::).
-        "meta protocol ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } return".into(),
-        "meta protocol ip6 ip6 daddr ff02::1:2 udp sport 546 udp dport 547 return".into(),
     ];
+    out.extend(per_icmpv6_type(
+        "meta protocol ip6",
+        &["nd-router-advert", "nd-redirect"],
+        "drop",
+    ));
+    // DHCPv6 client and duplicate address detection (from ::).
+    out.extend(per_icmpv6_type(
+        "meta protocol ip6 ip6 saddr ::",
+        &[
+            "nd-neighbor-solicit",
+            "mld-listener-report",
+            "mld2-listener-report",
+        ],
+        "return",
+    ));
+    out.push("meta protocol ip6 ip6 daddr ff02::1:2 udp sport 546 udp dport 547 return".into());
     if v4.is_empty() {
         out.push("meta protocol ip drop".into());
         out.push("meta protocol arp drop".into());
     } else {
         out.push(format!(
-            "meta protocol arp arp saddr ip != {{ {} }} drop",
-            elems(&v4)
+            "meta protocol arp {} drop",
+            not_in("arp saddr ip", &v4)
         ));
         out.push(format!(
-            "meta protocol arp arp saddr ether != {{ {} }} drop",
-            elems(&macs)
+            "meta protocol arp {} drop",
+            not_in("arp saddr ether", &macs)
         ));
-        out.push(format!(
-            "meta protocol ip ip saddr != {{ {} }} drop",
-            elems(&v4)
-        ));
+        out.push(format!("meta protocol ip {} drop", not_in("ip saddr", &v4)));
     }
     out.push(format!(
-        "meta protocol ip6 ip6 saddr != {{ {} }} drop",
-        elems(&v6)
+        "meta protocol ip6 {} drop",
+        not_in("ip6 saddr", &v6)
     ));
     // Neither ARP nor neighbour discovery is subject to security group rules.
-    out.push("meta protocol != { ip, ip6 } return".into());
-    out.push(
-        "meta protocol ip6 icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-report, mld2-listener-report } return"
-            .into(),
-    );
+    out.push("meta protocol != ip meta protocol != ip6 return".into());
+    out.extend(per_icmpv6_type(
+        "meta protocol ip6",
+        &[
+            "nd-router-solicit",
+            "nd-neighbor-solicit",
+            "nd-neighbor-advert",
+            "mld-listener-report",
+            "mld2-listener-report",
+        ],
+        "return",
+    ));
     if stateful {
         out.push(format!("meta mark & {MARK_INV:#x} == {MARK_INV:#x} drop"));
         out.push(format!("meta mark & {MARK_EST:#x} == {MARK_EST:#x} return"));
     }
-    out.extend(rules.iter().map(|m| format!("{m} return")));
+    out.extend(jumps.iter().cloned());
     out.push("drop".into());
     out
 }
 
 /// Ingress chain of a port: what Neutron always lets in, conntrack, the rules, drop.
-fn ingress_chain(stateful: bool, rules: &[String]) -> Vec<String> {
+fn ingress_chain(stateful: bool, jumps: &[String]) -> Vec<String> {
     let mut out = vec![
-        "meta protocol != { ip, ip6 } accept".to_string(),
+        "meta protocol != ip meta protocol != ip6 accept".to_string(),
         "meta protocol ip udp sport 67 udp dport 68 accept".into(),
         "meta protocol ip6 udp sport 547 udp dport 546 accept".into(),
-        "meta protocol ip6 icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query } accept".into(),
     ];
+    out.extend(per_icmpv6_type(
+        "meta protocol ip6",
+        &[
+            "nd-router-advert",
+            "nd-neighbor-solicit",
+            "nd-neighbor-advert",
+            "mld-listener-query",
+        ],
+        "accept",
+    ));
     if stateful {
         out.push(format!("meta mark & {MARK_INV:#x} == {MARK_INV:#x} drop"));
         out.push(format!("meta mark & {MARK_EST:#x} == {MARK_EST:#x} accept"));
     }
-    out.extend(rules.iter().map(|m| format!("{m} accept")));
+    out.extend(jumps.iter().cloned());
     out.push("drop".into());
     out
+}
+
+/// Chain holding a group's rules of one direction.
+pub fn group_chain(group: &str, d: Direction) -> String {
+    match d {
+        Direction::Ingress => format!("gi-{group}"),
+        Direction::Egress => format!("ge-{group}"),
+    }
 }
 
 /// Bridges of the networks on this host (the input interfaces the zones map matches).
@@ -343,32 +407,24 @@ pub fn render_zoned(m: &SgModel, zones: &BTreeMap<String, u16>) -> Rendered {
     let mut to_port = Vec::new();
     // (address group rather than security group, id, IPv6)
     let mut sets: BTreeSet<(bool, String, bool)> = BTreeSet::new();
+    let mut used: BTreeSet<&str> = BTreeSet::new();
     for p in m.ports.iter().filter(|p| p.filtered()) {
-        let groups: Vec<_> = p.groups.iter().filter_map(|g| m.groups.get(g)).collect();
+        let mut seen = BTreeSet::new();
+        let groups: Vec<_> = p
+            .groups
+            .iter()
+            .filter(|g| seen.insert(g.as_str()))
+            .filter_map(|g| m.groups.get(g))
+            .collect();
         // Neutron refuses mixing stateful and stateless groups on a port; stateless wins
         // only when every group is stateless.
         let stateful = groups.is_empty() || groups.iter().any(|g| g.stateful);
         let mut ingress = Vec::new();
         let mut egress = Vec::new();
-        let mut seen = BTreeSet::new();
-        for r in groups.iter().flat_map(|g| &g.rules) {
-            let Some(x) = rule_match(r) else { continue };
-            match &r.remote {
-                Remote::Group(g) => {
-                    sets.insert((false, g.clone(), r.v6));
-                }
-                Remote::AddressGroup(g) => {
-                    sets.insert((true, g.clone(), r.v6));
-                }
-                Remote::Any | Remote::Prefix(_) => {}
-            }
-            if !seen.insert((r.direction == Direction::Ingress, x.clone())) {
-                continue;
-            }
-            match r.direction {
-                Direction::Ingress => ingress.push(x),
-                Direction::Egress => egress.push(x),
-            }
+        for g in &groups {
+            used.insert(&g.id);
+            ingress.push(format!("jump {}", group_chain(&g.id, Direction::Ingress)));
+            egress.push(format!("jump {}", group_chain(&g.id, Direction::Egress)));
         }
         let tap = names::tap(&p.id);
         from_port.push(format!("\"{tap}\" : jump e-{}", p.id));
@@ -391,6 +447,43 @@ pub fn render_zoned(m: &SgModel, zones: &BTreeMap<String, u16>) -> Rendered {
                 lines: ingress_chain(stateful, &ingress),
             },
         );
+    }
+    for g in used.iter().filter_map(|g| m.groups.get(*g)) {
+        let mut chains: [(Direction, Vec<String>); 2] = [
+            (Direction::Ingress, Vec::new()),
+            (Direction::Egress, Vec::new()),
+        ];
+        for r in &g.rules {
+            let Some(x) = rule_match(r) else { continue };
+            match &r.remote {
+                Remote::Group(g) => {
+                    sets.insert((false, g.clone(), r.v6));
+                }
+                Remote::AddressGroup(g) => {
+                    sets.insert((true, g.clone(), r.v6));
+                }
+                Remote::Any | Remote::Prefix(_) => {}
+            }
+            let line = format!("{x} accept");
+            let (_, lines) = chains
+                .iter_mut()
+                .find(|(d, _)| *d == r.direction)
+                .expect("both directions");
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        for (d, lines) in chains {
+            out.insert(
+                group_chain(&g.id, d),
+                Object {
+                    table: BRIDGE_TABLE,
+                    kind: Kind::Chain,
+                    decl: String::new(),
+                    lines,
+                },
+            );
+        }
     }
     for (is_ag, g, v6) in sets {
         let (name, members) = if is_ag {
@@ -477,9 +570,12 @@ const INET_CHAINS: &str = "  chain zone {
   }
 ";
 
-const FORWARD: &str = "  chain forward {
+const FORWARD: &str = "  chain egress {
     type filter hook forward priority -200; policy accept;
     iifname vmap @from_port
+  }
+  chain ingress {
+    type filter hook forward priority -199; policy accept;
     oifname vmap @to_port
   }
 ";
@@ -497,8 +593,9 @@ pub fn full_script(r: &Rendered) -> String {
         for (n, o) in mine().filter(|(_, o)| o.kind == Kind::Set) {
             declare(&mut s, n, o, false);
         }
+        // Chains empty first: they jump to each other in any name order.
         for (n, o) in mine().filter(|(_, o)| o.kind == Kind::Chain) {
-            declare(&mut s, n, o, true);
+            declare(&mut s, n, o, false);
         }
         for (n, o) in mine().filter(|(_, o)| o.kind == Kind::Map) {
             declare(&mut s, n, o, false);
@@ -506,10 +603,27 @@ pub fn full_script(r: &Rendered) -> String {
         s.push_str(fixed);
         s.push_str("}\n");
     }
+    for (n, o) in r.iter().filter(|(_, o)| o.kind == Kind::Chain) {
+        fill(&mut s, n, o);
+    }
     for (n, o) in r.iter().filter(|(_, o)| o.kind != Kind::Chain) {
         add_elements(&mut s, n, o);
     }
     s
+}
+
+/// Adds a chain's rules (to the chain declared or flushed before).
+fn fill(s: &mut String, name: &str, o: &Object) {
+    if !o.lines.is_empty() {
+        let _ = writeln!(s, "table {} {{", o.table);
+        declare(s, name, o, true);
+        s.push_str("}\n");
+    }
+}
+
+/// Key of a map element line (`"key" : value`).
+fn map_key(line: &str) -> &str {
+    line.split(" : ").next().unwrap_or(line)
 }
 
 /// Script turning `old` (what the table holds) into `new`, touching only what differs;
@@ -531,41 +645,71 @@ pub fn delta_script(old: &Rendered, new: &Rendered) -> Option<String> {
         }
         add_elements(&mut s, n, o);
     }
-    // 2. new and changed chains (flushed, then refilled).
-    for (n, o) in new
+    // 2. new chains declared empty (they may jump to each other), then new and changed
+    //    chains (flushed) filled.
+    let chains: Vec<(&String, &Object)> = new
         .iter()
         .filter(|(n, o)| o.kind == Kind::Chain && changed(n, o))
-    {
-        if old.contains_key(n) {
-            let _ = writeln!(s, "flush chain {} {n}", o.table);
-        }
+        .collect();
+    for (n, o) in chains.iter().filter(|(n, _)| !old.contains_key(*n)) {
         let _ = writeln!(s, "table {} {{", o.table);
-        declare(&mut s, n, o, true);
+        declare(&mut s, n, o, false);
         s.push_str("}\n");
     }
-    // 3. dispatch maps.
+    for (n, o) in &chains {
+        if old.contains_key(*n) {
+            let _ = writeln!(s, "flush chain {} {n}", o.table);
+        }
+        fill(&mut s, n, o);
+    }
+    // 3. maps: only the elements that differ.
     for (n, o) in new
         .iter()
         .filter(|(n, o)| o.kind == Kind::Map && changed(n, o))
     {
-        if old.contains_key(n) {
-            let _ = writeln!(s, "flush map {} {n}", o.table);
-        } else {
-            let _ = writeln!(s, "table {} {{", o.table);
-            declare(&mut s, n, o, false);
-            s.push_str("}\n");
-        }
-        add_elements(&mut s, n, o);
-    }
-    // 4. chains, then sets, nobody refers to any more.
-    for kind in [Kind::Chain, Kind::Set] {
-        for (n, o) in old
-            .iter()
-            .filter(|(n, o)| o.kind == kind && !new.contains_key(*n))
-        {
-            if kind == Kind::Chain {
-                let _ = writeln!(s, "flush chain {} {n}", o.table);
+        let had: &[String] = match old.get(n) {
+            Some(x) => &x.lines,
+            None => {
+                let _ = writeln!(s, "table {} {{", o.table);
+                declare(&mut s, n, o, false);
+                s.push_str("}\n");
+                &[]
             }
+        };
+        let gone: Vec<&str> = had
+            .iter()
+            .filter(|l| !o.lines.contains(l))
+            .map(|l| map_key(l))
+            .collect();
+        if !gone.is_empty() {
+            let _ = writeln!(
+                s,
+                "delete element {} {n} {{ {} }}",
+                o.table,
+                gone.join(", ")
+            );
+        }
+        let added: Vec<&str> = o
+            .lines
+            .iter()
+            .filter(|l| !had.contains(l))
+            .map(String::as_str)
+            .collect();
+        if !added.is_empty() {
+            let _ = writeln!(s, "add element {} {n} {{ {} }}", o.table, added.join(", "));
+        }
+    }
+    // 4. chains nobody refers to any more (all flushed before any is deleted: they may
+    //    jump to each other), then sets.
+    let dead = |kind: Kind| {
+        old.iter()
+            .filter(move |(n, o)| o.kind == kind && !new.contains_key(*n))
+    };
+    for (n, o) in dead(Kind::Chain) {
+        let _ = writeln!(s, "flush chain {} {n}", o.table);
+    }
+    for kind in [Kind::Chain, Kind::Set] {
+        for (n, o) in dead(kind) {
             let _ = writeln!(s, "delete {} {} {n}", kw(kind), o.table);
         }
     }

@@ -84,6 +84,8 @@ fn renders_expected_chains_and_sets() {
             format!("e-{P1}"),
             "from_port".into(),
             format!("g4-{G1}"),
+            format!("ge-{G1}"),
+            format!("gi-{G1}"),
             format!("i-{P1}"),
             "to_port".into(),
             "zones".into(),
@@ -92,40 +94,63 @@ fn renders_expected_chains_and_sets() {
     assert_eq!(
         r[&format!("i-{P1}")].lines.join("\n"),
         format!(
-            "meta protocol != {{ ip, ip6 }} accept
+            "meta protocol != ip meta protocol != ip6 accept
 meta protocol ip udp sport 67 udp dport 68 accept
 meta protocol ip6 udp sport 547 udp dport 546 accept
-meta protocol ip6 icmpv6 type {{ nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query }} accept
+meta protocol ip6 icmpv6 type nd-router-advert accept
+meta protocol ip6 icmpv6 type nd-neighbor-solicit accept
+meta protocol ip6 icmpv6 type nd-neighbor-advert accept
+meta protocol ip6 icmpv6 type mld-listener-query accept
 meta mark & 0x20000000 == 0x20000000 drop
 meta mark & 0x40000000 == 0x40000000 accept
-meta protocol ip ip saddr @g4-{G1} accept
-meta protocol ip ip saddr 192.0.2.0/24 meta l4proto 6 th dport 8080 accept
-meta protocol ip meta l4proto 1 icmp type 8 icmp code 0 accept
-meta protocol ip meta l4proto 17 th dport 1000-2000 accept
+jump gi-{G1}
 drop"
         )
     );
+    // The group's rules, once for all its ports.
+    assert_eq!(
+        r[&format!("gi-{G1}")].lines.join("\n"),
+        format!(
+            "meta protocol ip ip saddr @g4-{G1} accept
+meta protocol ip ip saddr 192.0.2.0/24 meta l4proto 6 th dport 8080 accept
+meta protocol ip meta l4proto 1 icmp type 8 icmp code 0 accept
+meta protocol ip meta l4proto 17 th dport 1000-2000 accept"
+        )
+    );
+    assert_eq!(
+        r[&format!("ge-{G1}")].lines,
+        ["meta protocol ip accept", "meta protocol ip6 accept"]
+    );
     let e = r[&format!("e-{P1}")].lines.join("\n");
     assert!(
-        e.starts_with("ether saddr != { fa:16:3e:00:00:01 } drop\n"),
+        e.starts_with("ether saddr != fa:16:3e:00:00:01 drop\n"),
         "{e}"
     );
     assert!(
-        e.contains("meta protocol ip ip saddr != { 10.0.0.5/32, 10.0.0.100/32 } drop"),
+        e.contains("meta protocol ip ip saddr != 10.0.0.5/32 ip saddr != 10.0.0.100/32 drop"),
         "{e}"
     );
     assert!(
-        e.contains("meta protocol ip6 ip6 saddr != { fe80::f816:3eff:fe00:1/128 } drop"),
+        e.contains("meta protocol ip6 ip6 saddr != fe80::f816:3eff:fe00:1/128 drop"),
         "{e}"
     );
     assert!(
         e.contains("meta protocol ip udp sport 67 udp dport 68 drop"),
         "{e}"
     );
-    assert!(
-        e.ends_with("meta protocol ip return\nmeta protocol ip6 return\ndrop"),
-        "{e}"
-    );
+    assert!(e.ends_with(&format!("\njump ge-{G1}\ndrop")), "{e}");
+    // No anonymous sets in port chains: each would be a kernel set object, and thousands
+    // of them make the table slow to load and list.
+    for (n, o) in r
+        .iter()
+        .filter(|(n, _)| n.starts_with("e-") || n.starts_with("i-"))
+    {
+        assert!(
+            !o.lines.iter().any(|l| l.contains('{')),
+            "{n}: {:?}",
+            o.lines
+        );
+    }
     assert_eq!(r[&format!("g4-{G1}")].lines, ["10.0.0.5/32", "10.0.0.7/32"]);
     assert_eq!(
         r["from_port"].lines,
@@ -190,7 +215,7 @@ fn address_groups_are_sets_and_address_changes_touch_only_them() {
         ]))
         .secgroups,
     );
-    let chain = a[&format!("i-{P1}")].lines.join("\n");
+    let chain = a[&format!("gi-{G1}")].lines.join("\n");
     assert!(
         chain.contains(&format!(
             "meta protocol ip ip saddr @a4-{AG} meta l4proto 6 th dport 22 accept"
@@ -323,8 +348,8 @@ fn zones_map_and_chain_render_and_only_the_map_follows_networks() {
     let b = render_zoned(&model(&st2).secgroups, &zb);
     assert_eq!(
         delta_script(&a, &b).unwrap(),
-        "flush map inet neutrino_sg zones\n\
-         add element inet neutrino_sg zones { \"brqbbbbbbbb-22\" : 2, \"brqcccccccc-33\" : 1 }\n"
+        "delete element inet neutrino_sg zones { \"brqaaaaaaaa-11\" }\n\
+         add element inet neutrino_sg zones { \"brqcccccccc-33\" : 1 }\n"
     );
 }
 
@@ -361,7 +386,7 @@ fn reconciler_keeps_the_zones_a_previous_run_gave() {
 }
 
 #[test]
-fn rule_change_rewrites_the_port_chain_and_removal_cleans_up() {
+fn rule_change_rewrites_the_group_chain_and_removal_cleans_up() {
     let a = render(&model(&state(default_rules(), &[], false)).secgroups);
     let mut rules = default_rules();
     rules.push(
@@ -370,22 +395,33 @@ fn rule_change_rewrites_the_port_chain_and_removal_cleans_up() {
     );
     let b = render(&model(&state(rules, &[], false)).secgroups);
     let d = delta_script(&a, &b).unwrap();
+    // One chain, the group's, whatever the number of its ports.
     assert!(
-        d.starts_with(&format!("flush chain bridge neutrino_sg i-{P1}\n")),
+        d.starts_with(&format!("flush chain bridge neutrino_sg gi-{G1}\n")),
         "{d}"
     );
+    assert_eq!(d.matches("flush chain").count(), 1, "{d}");
     assert!(d.contains("meta l4proto 6 th dport 22 accept"), "{d}");
-    assert!(!d.contains("e-"), "{d}");
-    // Port security turned on for P2: its chains and map entries appear.
+    assert!(!d.contains("e-") && !d.contains(" i-"), "{d}");
+    // Port security turned on for P2: its chains and map entries appear (the map gains an
+    // element; it is not rewritten).
     let c = render(&model(&state(default_rules(), &[], true)).secgroups);
     let d = delta_script(&a, &c).unwrap();
     assert!(d.contains(&format!("chain e-{P2} {{")), "{d}");
-    assert!(d.contains("flush map bridge neutrino_sg from_port"), "{d}");
+    assert!(
+        d.contains(&format!(
+            "add element bridge neutrino_sg from_port {{ \"tap22222222-aa\" : jump e-{P2} }}\n"
+        )),
+        "{d}"
+    );
+    assert!(!d.contains("flush map"), "{d}");
     let d = delta_script(&c, &a).unwrap();
     assert!(
         d.ends_with(&format!(
-            "flush chain bridge neutrino_sg e-{P2}\ndelete chain bridge neutrino_sg e-{P2}\n\
-             flush chain bridge neutrino_sg i-{P2}\ndelete chain bridge neutrino_sg i-{P2}\n"
+            "delete element bridge neutrino_sg from_port {{ \"tap22222222-aa\" }}\n\
+             delete element bridge neutrino_sg to_port {{ \"tap22222222-aa\" }}\n\
+             flush chain bridge neutrino_sg e-{P2}\nflush chain bridge neutrino_sg i-{P2}\n\
+             delete chain bridge neutrino_sg e-{P2}\ndelete chain bridge neutrino_sg i-{P2}\n"
         )),
         "{d}"
     );

@@ -326,6 +326,96 @@ def test_overlapping_networks_get_their_own_conntrack_zones(topo):
     assert conntrack_zones(topo, "h1", pa["address"], da) == {zones[bra], zones[brb]}
 
 
+STREAM_SERVER = ("import socket,time\n"
+                 "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                 "s.bind(('0.0.0.0',7000)); s.listen(1); c,_=s.accept()\n"
+                 "end=time.time()+float(__import__('sys').argv[1])\n"
+                 "while time.time()<end: c.sendall(b'x\\n'); time.sleep(0.05)\n"
+                 "c.close()\n")
+
+STREAM_CLIENT = ("import socket,sys,time\n"
+                 "s=socket.create_connection((sys.argv[1],7000),timeout=30)\n"
+                 "f=s.makefile(); last=time.time(); gap=0; n=0\n"
+                 "for line in f:\n"
+                 "  now=time.time(); gap=max(gap,now-last); last=now; n+=1\n"
+                 "print(n, round(gap,3))\n")
+
+
+def test_agent_restart_keeps_zones_and_established_traffic(topo):
+    """Echo replies to x pass only as conntrack 'established' (x's groups let no ICMP in):
+    restarting the agents must keep every network's conntrack zone (read back from the
+    zones map), or the replies would fall into a fresh zone and be dropped."""
+    net, _ = topo.network("rs", "10.72.0.0/24")
+    x = topo.probe(net["id"], "h1", "rsx")
+    y = topo.probe(net["id"], "h2", "rsy")
+    sx, sy = group(topo, "rsx"), group(topo, "rsy")
+    rule(topo, sy, protocol="icmp")
+    put_port(topo, x["port_id"], security_groups=[sx["id"]])
+    put_port(topo, y["port_id"], security_groups=[sy["id"]])
+    br = f"brq{net['id'][:11]}"
+    for h, p, g in (("h1", x, sx), ("h2", y, sy)):
+        eventually(f"zone and groups on {h}", lambda h=h, p=p, g=g: br in zones_map(topo, h)
+                   and nft_chain(topo, h, f"i-{p['port_id']}").count("jump gi-") == 1
+                   and f"jump gi-{g['id']}" in nft_chain(topo, h, f"i-{p['port_id']}"))
+    # A later network whose bridge sorts first: numbering afresh (in bridge name order)
+    # would now swap the two networks' zones.
+    for i in range(12):
+        other, _ = topo.network(f"rs{i}", "10.73.0.0/24")
+        bro = f"brq{other['id'][:11]}"
+        if bro < br:
+            break
+        topo.api("DELETE", f"/networks/{other['id']}")
+    else:
+        pytest.fail("no network id sorting before the first (12 tries)")
+    zones = eventually("zone of the later network", lambda: (
+        lambda z: z if bro in z else None)(zones_map(topo, "h1")))
+    assert zones[bro] > zones[br], zones
+    eventually("x pings y", lambda: topo.probe_exec(x["name"], "ping", "-c", "1", "-W", "1",
+                                                    y["address"], check=False).returncode == 0)
+    # y cannot ping x: nothing lets ICMP in to x but conntrack.
+    assert topo.probe_exec(y["name"], "ping", "-c", "1", "-W", "1", x["address"],
+                           check=False).returncode != 0
+    before = {h: zones_map(topo, h) for h in ("h1", "h2")}
+    # A TCP stream from y to x on a connection x opened: after a renumbering its packets
+    # would be new connections in x's ingress and dropped.
+    rule(topo, sy, protocol="tcp", port_range_min=7000, port_range_max=7000)
+    eventually("tcp 7000 rule on h2", lambda: "dport 7000" in nft_chain(topo, "h2",
+                                                                       f"gi-{sy['id']}"))
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", f"probe-{y['name']}", "python3", "-c", STREAM_SERVER, "12"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", f"probe-{x['name']}", "python3", "-c", STREAM_CLIENT,
+         y["address"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ping = dp.Pinger(topo, x["name"], y["address"])
+    try:
+        time.sleep(1)
+        for h in ("h1", "h2"):
+            agent = topo.agents[h]
+            agent.stop()
+            time.sleep(0.5)
+            agent.start()
+            wait_for(f"agent {h} start-up pass",
+                     lambda agent=agent: agent.log_path.read_text(errors="replace").count(
+                         "start-up sync and sweep done") >= agent.starts, 60)
+        time.sleep(1)
+    finally:
+        sent, received, out = ping.stop()
+        try:
+            streamed, cerr = client.communicate(timeout=30)
+        finally:
+            for p in (client, server):
+                if p.poll() is None:
+                    p.kill()
+                p.wait(timeout=10)
+    assert sent > 30, out
+    assert received == sent, f"lost {sent - received} of {sent} packets:\n{out[-800:]}"
+    lines, gap = streamed.split() if streamed.strip() else ("0", "inf")
+    assert int(lines) > 150 and float(gap) < 1.0, f"stream: {streamed} {cerr}"
+    assert {h: zones_map(topo, h) for h in ("h1", "h2")} == before
+
+
 # A minimal DHCPv6 client (the probes' busybox has none): SOLICIT (stateful) or
 # INFORMATION-REQUEST (stateless) from eth0, prints the address offered and the DNS servers.
 DHCP6 = r"""

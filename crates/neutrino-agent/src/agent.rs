@@ -403,6 +403,9 @@ pub async fn run_with(
     let mut startup = true;
     let mut failures = 0u32;
     let mut next = tokio::time::Instant::now();
+    // Port id → fingerprint of the DHCP entry last reported dhcp-ready.
+    let mut dhcp_reported: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -481,6 +484,26 @@ pub async fn run_with(
                 }
                 Err(e) => tracing::warn!(port_id = %port, error = %e, "port status report failed"),
             }
+        }
+        // dhcp-ready: the entries new or changed since the last accepted report.
+        let ready = std::mem::take(&mut pass.dhcp_ready);
+        let fresh: Vec<String> = ready
+            .iter()
+            .filter(|(id, fp)| dhcp_reported.get(id) != Some(fp))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !fresh.is_empty() {
+            match client.dhcp_ready(&host, &fresh).await {
+                Ok(()) => {
+                    tracing::debug!(ports = fresh.len(), "dhcp ready reported");
+                    dhcp_reported = ready.into_iter().collect();
+                }
+                Err(e) => tracing::warn!(error = %e, "dhcp ready report failed"),
+            }
+        } else if dhcp_reported.len() != ready.len() {
+            let present: std::collections::HashSet<&String> =
+                ready.iter().map(|(id, _)| id).collect();
+            dhcp_reported.retain(|id, _| present.contains(id));
         }
         for (fip, status) in std::mem::take(&mut pass.floating_ip_status) {
             match client.floatingip_status(&fip, &host, status).await {

@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use neutrino_wire::{
-    AgentReport, ChangeBatch, HostState, PREFIX, PortStatus, PortStatusReport, ReportReply,
+    AgentReport, ChangeBatch, DhcpReadyReport, HostState, PREFIX, PortStatus, PortStatusReport,
+    ReportReply,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -387,6 +388,22 @@ impl ApiClient {
         self.call::<_, Value>(
             reqwest::Method::POST,
             &format!("{PREFIX}/ports/{}/status", segment(port_id)),
+            Some(&body),
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Tells the server this host's DHCP server has loaded these ports' host entries.
+    pub async fn dhcp_ready(&self, host: &str, port_ids: &[String]) -> Result<(), ClientError> {
+        let body = DhcpReadyReport {
+            host: host.to_string(),
+            port_ids: port_ids.to_vec(),
+        };
+        self.call::<_, Value>(
+            reqwest::Method::POST,
+            &format!("{PREFIX}/dhcp-ready"),
             Some(&body),
             Duration::from_secs(30),
         )

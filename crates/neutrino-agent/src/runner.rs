@@ -56,6 +56,9 @@ pub struct Pass {
     pub port_status: Vec<(String, PortStatus)>,
     /// Floating IP statuses to report to the server (L3).
     pub floating_ip_status: Vec<(String, FloatingIpStatus)>,
+    /// Every port whose host entry this host's DHCP servers hold, with a fingerprint of that
+    /// entry (MAC and addresses): the loop reports new or changed ones as dhcp-ready.
+    pub dhcp_ready: Vec<(String, String)>,
     /// Failures so far.
     pub failures: Vec<Failure>,
     /// Host operations that changed something (for logs and tests).

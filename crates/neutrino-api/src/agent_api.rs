@@ -42,14 +42,15 @@ use sqlx::{AnyConnection, Row};
 use neutrino_core::db::{self, Obj};
 use neutrino_core::{ApiError, ApiResult, Context};
 use neutrino_wire::{
-    AgentReport, Change, ChangeBatch, DhcpNetwork, FloatingIpStatusReport, HostState, L2PopHost,
-    L2PopNetwork, L2PopPort, MAX_POLL_SECONDS, NetworkState, PROTOCOL_VERSION, PortStatusReport,
-    ReportReply, RouterPortState, RouterState, SecurityGroupState, agent_type,
+    AgentReport, Change, ChangeBatch, DhcpNetwork, DhcpReadyReport, FloatingIpStatusReport,
+    HostState, L2PopHost, L2PopNetwork, L2PopPort, MAX_POLL_SECONDS, NetworkState,
+    PROTOCOL_VERSION, PortStatus, PortStatusReport, ReportReply, RouterPortState, RouterState,
+    SecurityGroupState, agent_type,
 };
 
 use crate::{
-    ApiState, agents, floatingips, l3_scheduler, ml2, networks, port_forwardings, ports, routers,
-    scheduler, subnets,
+    ApiState, agents, floatingips, l3_scheduler, ml2, networks, port_forwardings, ports,
+    provisioning, routers, scheduler, subnets,
 };
 
 /// Change rows examined per round of a long-poll.
@@ -65,6 +66,7 @@ pub fn routes() -> Router<ApiState> {
         .route("/agent/v1/hosts/{host}/state", get(state))
         .route("/agent/v1/hosts/{host}/changes", get(changes))
         .route("/agent/v1/ports/{id}/status", post(port_status))
+        .route("/agent/v1/dhcp-ready", post(dhcp_ready))
         .route("/agent/v1/floatingips/{id}/status", post(floatingip_status))
         .route("/agent/v1/metadata/instance", get(metadata_instance))
 }
@@ -903,12 +905,49 @@ async fn port_status(
             format!("Port {id} is not bound to host {}.", r.host),
         ));
     }
-    if str_of(&port, "status") != r.status.as_str() {
+    // Up counts only once no DHCP agent is still loading the port (provisioning blocks).
+    let may_change = match r.status {
+        PortStatus::Active => provisioning::l2_up(&mut tx, &id).await?,
+        PortStatus::Down => {
+            provisioning::l2_down(&mut tx, &id).await?;
+            true
+        }
+    };
+    if may_change && str_of(&port, "status") != r.status.as_str() {
         port.insert("status".into(), json!(r.status.as_str()));
         db::save(&mut tx, &ports::KIND, &mut port).await?;
     }
     st.db.commit(tx).await?;
     Ok(crate::common::ok("port", Value::Object(port)))
+}
+
+/// `POST /agent/v1/dhcp-ready`: a DHCP agent loaded these ports; ports whose L2 agent had
+/// reported them up go ACTIVE. Unknown ports are skipped (deleted meanwhile).
+async fn dhcp_ready(
+    State(st): State<ApiState>,
+    Extension(ctx): Extension<Context>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    require_admin(&ctx)?;
+    let r: DhcpReadyReport = parse_body(&body)?;
+    let mut tx = st.db.begin().await?;
+    let mut activated = 0u64;
+    for id in &r.port_ids {
+        if provisioning::dhcp_ready(&mut tx, id).await?
+            && let Some(mut port) = db::get_for_update(&mut tx, &st.db, &ports::KIND, id).await?
+            && str_of(&port, "status") != PortStatus::Active.as_str()
+        {
+            port.insert("status".into(), json!(PortStatus::Active.as_str()));
+            db::save(&mut tx, &ports::KIND, &mut port).await?;
+            activated += 1;
+        }
+    }
+    st.db.commit(tx).await?;
+    tracing::debug!(host = %r.host, ports = r.port_ids.len(), activated, "dhcp ready");
+    Ok(crate::common::ok(
+        "dhcp_ready",
+        json!({"activated": activated}),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

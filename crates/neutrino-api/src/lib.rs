@@ -42,6 +42,7 @@ pub mod networks;
 pub mod policy;
 pub mod port_forwardings;
 pub mod ports;
+pub mod provisioning;
 pub mod quotas;
 pub mod rbac;
 pub mod routers;

@@ -1240,6 +1240,7 @@ async fn create_one(
         .execute(&mut *tx)
         .await?;
     db::log_create(tx, &KIND, &obj).await?;
+    crate::provisioning::setup_dhcp_block(tx, &obj).await?;
     Ok((obj, net))
 }
 
@@ -1835,12 +1836,14 @@ async fn update(
         mac_changed = true;
         changed = true;
     }
+    let mut addresses_changed = mac_changed;
     if let Some(reqs) = &fixed_req {
         let new = update_fixed_ips(&st, &mut tx, &port, reqs).await?;
         if port.get("fixed_ips") != Some(&Value::Array(new.clone())) {
             crate::floatingips::port_fixed_ips_changing(&st, &mut tx, &port, &new).await?;
             port.insert("fixed_ips".into(), Value::Array(new));
             changed = true;
+            addresses_changed = true;
         }
     }
     if mac_changed {
@@ -1879,6 +1882,7 @@ async fn update(
             .iter()
             .map(|k| port.get(*k).cloned())
             .collect();
+        let old_host = str_of(&port, "binding:host_id").to_string();
         crate::binding::bind_port(&st, &mut tx, &net, &mut port).await?;
         if BINDING_RESULT
             .iter()
@@ -1887,9 +1891,16 @@ async fn update(
         {
             changed = true;
         }
+        if str_of(&port, "binding:host_id") != old_host {
+            crate::provisioning::l2_down(&mut tx, &id).await?;
+        }
     }
     if changed {
         db::save(&mut tx, &KIND, &mut port).await?;
+    }
+    if addresses_changed {
+        // The DHCP agents must load the new entry before it counts as provisioned.
+        crate::provisioning::setup_dhcp_block(&mut tx, &port).await?;
     }
     st.db.commit(tx).await?;
     Ok(common::ok(

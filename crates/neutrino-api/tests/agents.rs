@@ -1093,3 +1093,112 @@ async fn stopping_server_ends_long_polls() {
     assert_eq!(s, 200);
     assert!(t0.elapsed() < std::time::Duration::from_secs(10));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Provisioning blocks: ACTIVE needs the L2 agent's "up" and, on a network served by DHCP
+// agents, a DHCP agent's dhcp-ready.
+
+async fn status_of(srv: &TestServer, port_id: &str) -> String {
+    let (_, b) = srv.get(&format!("/v2.0/ports/{port_id}"), "admin").await;
+    b["port"]["status"].as_str().unwrap().to_string()
+}
+
+async fn l2_report(srv: &TestServer, port_id: &str, host: &str, status: &str) {
+    let (s, b) = srv
+        .post(
+            &format!("/agent/v1/ports/{port_id}/status"),
+            "admin",
+            json!({"host": host, "status": status}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn dhcp_ready(srv: &TestServer, host: &str, ids: &[&str]) -> Value {
+    let (s, b) = srv
+        .post(
+            "/agent/v1/dhcp-ready",
+            "admin",
+            json!({"host": host, "port_ids": ids}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b
+}
+
+async fn provisioning(srv: &TestServer) {
+    dhcp_host(srv, "pb1", "nova", "192.0.2.41").await;
+    let net = id(&srv.network("admin", json!({"name": "pbnet"})).await);
+    let sub = subnet(srv, &net, "10.44.0.0/24").await;
+    assert_eq!(dhcp_agents_of(srv, &net).await.len(), 1);
+    let vm = |owner: &str| {
+        json!({"network_id": net, "binding:host_id": "pb1", "device_owner": owner})
+    };
+    // L2 up first: the port waits for the DHCP agent, then goes ACTIVE.
+    let a = id(&port(srv, vm("compute:nova")).await);
+    l2_report(srv, &a, "pb1", "ACTIVE").await;
+    assert_eq!(status_of(srv, &a).await, "DOWN");
+    let b = dhcp_ready(srv, "pb1", &[&a]).await;
+    assert_eq!(b["dhcp_ready"]["activated"], 1, "{b}");
+    assert_eq!(status_of(srv, &a).await, "ACTIVE");
+    // DHCP first: ACTIVE as soon as L2 reports it up.
+    let c = id(&port(srv, vm("compute:nova")).await);
+    dhcp_ready(srv, "pb1", &[&c]).await;
+    assert_eq!(status_of(srv, &c).await, "DOWN");
+    l2_report(srv, &c, "pb1", "ACTIVE").await;
+    assert_eq!(status_of(srv, &c).await, "ACTIVE");
+    // Unowned ports and the network's service ports are never blocked (Neutron's
+    // NO_PBLOCKS_TYPES).
+    let d = id(&port(srv, vm("")).await);
+    l2_report(srv, &d, "pb1", "ACTIVE").await;
+    assert_eq!(status_of(srv, &d).await, "ACTIVE");
+    // Down and up again once provisioned: no new block.
+    l2_report(srv, &a, "pb1", "DOWN").await;
+    assert_eq!(status_of(srv, &a).await, "DOWN");
+    l2_report(srv, &a, "pb1", "ACTIVE").await;
+    assert_eq!(status_of(srv, &a).await, "ACTIVE");
+    // A new address must reach the DHCP agent again: after the port goes down and up, it
+    // waits for dhcp-ready.
+    put_port(
+        srv,
+        &a,
+        json!({"fixed_ips": [{"subnet_id": sub["id"], "ip_address": "10.44.0.77"}]}),
+    )
+    .await;
+    l2_report(srv, &a, "pb1", "DOWN").await;
+    l2_report(srv, &a, "pb1", "ACTIVE").await;
+    assert_eq!(status_of(srv, &a).await, "DOWN");
+    dhcp_ready(srv, "pb1", &[&a, "no-such-port"]).await;
+    assert_eq!(status_of(srv, &a).await, "ACTIVE");
+    // A network without DHCP agents blocks nothing.
+    let plain = id(&srv.network("admin", json!({"name": "pbplain"})).await);
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnets",
+            "admin",
+            json!({"subnet": {"network_id": plain, "cidr": "10.45.0.0/24", "ip_version": 4,
+                              "enable_dhcp": false}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let e = id(&port(
+        srv,
+        json!({"network_id": plain, "binding:host_id": "pb1", "device_owner": "compute:nova"}),
+    )
+    .await);
+    l2_report(srv, &e, "pb1", "ACTIVE").await;
+    assert_eq!(status_of(srv, &e).await, "ACTIVE");
+}
+
+#[tokio::test]
+async fn provisioning_blocks_sqlite() {
+    provisioning(&TestServer::start_with(&ini("")).await).await;
+}
+
+#[tokio::test]
+async fn provisioning_blocks_postgres() {
+    if let Some(srv) = TestServer::start_pg(&ini("")).await {
+        provisioning(&srv).await;
+        srv.cleanup().await;
+    }
+}

@@ -110,10 +110,12 @@ macro_rules! migrations {
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!(
     1 "sqlite" "core", 2 "common" "identity", 3 "common" "ml2", 4 "common" "security_groups",
     5 "common" "rbac", 6 "sqlite" "agents", 7 "common" "l3", 8 "common" "metadata",
+    9 "common" "provisioning",
 );
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!(
     1 "postgres" "core", 2 "common" "identity", 3 "common" "ml2", 4 "common" "security_groups",
     5 "common" "rbac", 6 "postgres" "agents", 7 "common" "l3", 8 "common" "metadata",
+    9 "common" "provisioning",
 );
 
 type BoxFut<'c> =

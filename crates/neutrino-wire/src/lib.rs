@@ -323,6 +323,18 @@ pub struct PortStatusReport {
     pub status: PortStatus,
 }
 
+/// `POST /agent/v1/dhcp-ready`: a DHCP agent has loaded these ports' host entries into its
+/// DHCP server (Neutron's `dhcp_ready_on_ports`): their DHCP provisioning block is lifted, and
+/// a port its L2 agent already reported up goes ACTIVE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpReadyReport {
+    /// The reporting host.
+    pub host: String,
+    /// Port ids.
+    pub port_ids: Vec<String>,
+}
+
 /// Port status an agent may report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PortStatus {

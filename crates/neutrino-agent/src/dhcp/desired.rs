@@ -65,6 +65,10 @@ pub struct DhcpInstance {
     pub argv: Vec<String>,
     /// dnsmasq's files.
     pub files: Files,
+    /// The ports whose entries those files hold (all but the DHCP port itself, on a served
+    /// subnet), each with a fingerprint of its entry (MAC and addresses): reported dhcp-ready
+    /// once dnsmasq has them.
+    pub ready: Vec<(String, String)>,
 }
 
 /// What the server sends about one DHCP network: its `[DEFAULT] dhcp_lease_duration` and
@@ -420,6 +424,21 @@ pub fn render(m: &HostModel, s: &DhcpSettings) -> BTreeMap<String, DhcpInstance>
                 mtu: net.mtu,
                 argv: argv(net, &subnets, &dir, &ns_dev, &cfg),
                 files: files(&subnets, d, port, &cfg),
+                ready: d
+                    .ports
+                    .iter()
+                    .filter(|p| p.id != port.id)
+                    .filter(|p| {
+                        p.fixed_ips
+                            .iter()
+                            .any(|(sid, _)| subnets.iter().any(|s| &s.id == sid))
+                    })
+                    .map(|p| {
+                        let ips: Vec<String> =
+                            p.fixed_ips.iter().map(|(_, ip)| ip.to_string()).collect();
+                        (p.id.clone(), format!("{} {}", p.mac, ips.join(",")))
+                    })
+                    .collect(),
                 ns_dev,
                 dir,
             },

@@ -191,7 +191,12 @@ impl Reconciler for Dhcp {
             Err(e) => return pass.fail(NAME, "netns", e),
         };
         for d in want.values() {
+            let before = pass.failures.len();
             self.ensure(d, netns.contains_key(&d.netns), pass);
+            if pass.failures.len() == before {
+                // dnsmasq holds (or was just signalled to reload) these entries.
+                pass.dhcp_ready.extend(d.ready.iter().cloned());
+            }
         }
         // Sweep what is ours and unwanted: networks with a directory in our state path.
         // Another agent's `qdhcp-` namespaces on the same machine (test hosts, a second
@@ -261,6 +266,14 @@ mod tests {
             std::fs::read_to_string(dir.join(NET).join("host"))
                 .unwrap()
                 .contains("10.0.0.5")
+        );
+        // The instance's entry is loaded: it is reported dhcp-ready (not the DHCP port).
+        assert_eq!(
+            p.dhcp_ready,
+            vec![(
+                "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".to_string(),
+                "fa:16:3e:00:00:05 10.0.0.5".to_string()
+            )]
         );
         // Nothing changed: no host operation, no signal.
         net.clear_ops();

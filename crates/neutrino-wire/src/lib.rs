@@ -221,7 +221,9 @@ pub struct DhcpNetwork {
     pub agent_id: String,
     /// This agent's `network:dhcp` port on the network, once the server has created it.
     pub dhcp_port_id: Option<String>,
-    /// All ports of the network.
+    /// All ports of the network, with the fields a DHCP server needs: `id`, `network_id`,
+    /// `mac_address`, `device_owner`, `status`, `admin_state_up`, `fixed_ips`,
+    /// `extra_dhcp_opts`, `binding:host_id`.
     pub ports: Vec<Doc>,
     /// The server's `[DEFAULT] dhcp_lease_duration` (seconds, -1: infinite); None from
     /// servers that do not send it (the agent's own option applies then).

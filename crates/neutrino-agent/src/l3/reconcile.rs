@@ -424,6 +424,19 @@ mod tests {
         }]
     }
 
+    /// A fake host with the two networks' bridges, and an L3 reconciler over it whose state
+    /// directory is named after `tag`.
+    fn host(tag: &str) -> (Arc<FakeNet>, Arc<FakeRouterOs>, std::path::PathBuf, L3) {
+        let net = Arc::new(FakeNet::new());
+        for n in [EXT, INT] {
+            net.add_bridge(None, &crate::names::bridge(n)).unwrap();
+        }
+        let os = Arc::new(FakeRouterOs::default());
+        let dir = std::env::temp_dir().join(format!("neutrino-l3-{tag}-{}", std::process::id()));
+        let l3 = L3::new(net.clone(), os.clone(), L3Settings { dir: dir.clone() });
+        (net, os, dir, l3)
+    }
+
     fn model(fip_fixed: Option<&str>) -> HostModel {
         let mut m = HostModel::default();
         for (id, seg) in [
@@ -460,13 +473,7 @@ mod tests {
             d.nft
         );
         // Its ports are wired (ACTIVE, as Tempest's router tests wait for).
-        let net = Arc::new(FakeNet::new());
-        for n in [EXT, INT] {
-            net.add_bridge(None, &crate::names::bridge(n)).unwrap();
-        }
-        let os = Arc::new(FakeRouterOs::default());
-        let dir = std::env::temp_dir().join(format!("neutrino-l3-down-{}", std::process::id()));
-        let mut l3 = L3::new(net.clone(), os, L3Settings { dir: dir.clone() });
+        let (net, _os, dir, mut l3) = host("down");
         let mut p = Pass::default();
         l3.reconcile(&m, &mut p);
         assert!(p.failures.is_empty(), "{:?}", p.failures);
@@ -498,13 +505,7 @@ mod tests {
 
     #[test]
     fn builds_router_namespace_then_is_quiet_then_removes_it() {
-        let net = Arc::new(FakeNet::new());
-        for n in [EXT, INT] {
-            net.add_bridge(None, &crate::names::bridge(n)).unwrap();
-        }
-        let os = Arc::new(FakeRouterOs::default());
-        let dir = std::env::temp_dir().join(format!("neutrino-l3-{}", std::process::id()));
-        let mut l3 = L3::new(net.clone(), os.clone(), L3Settings { dir: dir.clone() });
+        let (net, os, dir, mut l3) = host("build");
         let m = model(Some("10.0.0.5"));
         let mut p = Pass::default();
         l3.reconcile(&m, &mut p);
@@ -629,13 +630,7 @@ mod tests {
             d.nft
         );
         // The floating IP is realised (ACTIVE) and announced once.
-        let net = Arc::new(FakeNet::new());
-        for n in [EXT, INT] {
-            net.add_bridge(None, &crate::names::bridge(n)).unwrap();
-        }
-        let os = Arc::new(FakeRouterOs::default());
-        let dir = std::env::temp_dir().join(format!("neutrino-l3-pf-{}", std::process::id()));
-        let mut l3 = L3::new(net, os.clone(), L3Settings { dir: dir.clone() });
+        let (_net, os, dir, mut l3) = host("pf");
         let mut p = Pass::default();
         l3.reconcile(&m, &mut p);
         assert!(p.failures.is_empty(), "{:?}", p.failures);

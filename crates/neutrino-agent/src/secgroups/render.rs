@@ -676,9 +676,11 @@ pub fn delta_script(old: &Rendered, new: &Rendered) -> Option<String> {
                 &[]
             }
         };
+        let want: BTreeSet<&String> = o.lines.iter().collect();
+        let have: BTreeSet<&String> = had.iter().collect();
         let gone: Vec<&str> = had
             .iter()
-            .filter(|l| !o.lines.contains(l))
+            .filter(|l| !want.contains(l))
             .map(|l| map_key(l))
             .collect();
         if !gone.is_empty() {
@@ -692,7 +694,7 @@ pub fn delta_script(old: &Rendered, new: &Rendered) -> Option<String> {
         let added: Vec<&str> = o
             .lines
             .iter()
-            .filter(|l| !had.contains(l))
+            .filter(|l| !have.contains(l))
             .map(String::as_str)
             .collect();
         if !added.is_empty() {

@@ -340,6 +340,17 @@ class Topology:
         return errors
 
 
+def finish_topology(t: Topology, workdir: Path, errors: list) -> None:
+    """The end of a topology fixture, once `t.teardown()` (which returned `errors`) and any
+    other removal are done: removes `workdir` (unless NEUTRINO_KEEP_DP=1), then fails on
+    teardown errors or on a namespace of the topology left behind."""
+    left = [n for n in netns_names() if t.pfx in n]
+    if os.environ.get("NEUTRINO_KEEP_DP") != "1":
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert not errors, f"teardown errors: {errors}"
+    assert not left, f"namespaces left behind: {left}"
+
+
 @pytest.fixture(scope="module")
 def topo():
     require_root()

@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Http, neutrino_bin
-from test_dataplane import Agent, Topology, netns_names, require_root, sh, wait_for
+from test_dataplane import (Agent, Topology, finish_topology, netns_names, require_root, sh,
+                            wait_for)
 
 ROUTED_CIDR = "10.63.0.0/24"
 ISOLATED_CIDR = "10.64.0.0/24"
@@ -147,11 +148,7 @@ def md():
         for n in routers:
             if n in netns_names():
                 sh("ip", "netns", "del", n, check=False)
-        left = [n for n in netns_names() if t.pfx in n]
-        if os.environ.get("NEUTRINO_KEEP_DP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
-        assert not errors, f"teardown errors: {errors}"
-        assert not left, f"namespaces left behind: {left}"
+        finish_topology(t, workdir, errors)
 
 
 @pytest.fixture(autouse=True)

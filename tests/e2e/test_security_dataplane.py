@@ -76,12 +76,7 @@ def topo():
         t.start_agents({"h1": "l2,dhcp"})
         yield t
     finally:
-        errors = t.teardown()
-        left = [n for n in netns_names() if t.pfx in n]
-        if os.environ.get("NEUTRINO_KEEP_DP") != "1":
-            shutil.rmtree(workdir, ignore_errors=True)
-        assert not errors, f"teardown errors: {errors}"
-        assert not left, f"namespaces left behind: {left}"
+        dp.finish_topology(t, workdir, t.teardown())
 
 
 @pytest.fixture(autouse=True)

@@ -100,7 +100,7 @@ class Agent:
             "dhcp_lease_duration = 86400\n"
             "[agent]\nreport_interval = 10\npolling_interval = 2\n"
             f"[vxlan]\nenable_vxlan = true\nlocal_ip = {topo.host_ip(host)}\n"
-            "l2_population = true\n"
+            "l2_population = true\narp_responder = true\n"
             "[securitygroup]\nfirewall_driver = noop\n"
             "[neutrino]\n"
             f"agent_roles = {roles}\n"

@@ -463,9 +463,9 @@ def test_dhcpv6_serves_the_subnets_mode(topo, mode):
     sub6 = topo.api("POST", "/subnets", {"subnet": {
         "network_id": net["id"], "ip_version": 6, "cidr": cidr,
         "ipv6_address_mode": f"dhcpv6-{mode}", "dns_nameservers": ["2001:db8::53"]}})["subnet"]
-    # On the DHCP host: across VXLAN the reply to the link-local client needs neighbour
-    # discovery that the VXLAN proxy (arp_responder) does not answer for link-local addresses.
-    p = topo.probe(net["id"], "h1", f"v6{mode}")
+    # Across VXLAN from the DHCP host (h1), with arp_responder on: the reply to the client's
+    # link-local address needs the neighbour entry the agent derives from the port's MAC.
+    p = topo.probe(net["id"], "h2", f"v6{mode}")
     port = dp.port(topo, p["port_id"])
     v6 = [f["ip_address"] for f in port["fixed_ips"] if f["subnet_id"] == sub6["id"]]
     assert len(v6) == 1, port["fixed_ips"]

@@ -345,7 +345,10 @@ impl AgentConfig {
             Some(VxlanConfig {
                 local_ip,
                 l2_population,
-                arp_responder: ini.boolean("vxlan", "arp_responder", l2_population)?,
+                // Neutron's default: off. With it on, the VXLAN device answers ARP and
+                // neighbour solicitations from our entries and drops the ones it has no
+                // entry for.
+                arp_responder: ini.boolean("vxlan", "arp_responder", false)?,
                 group,
                 udp_dstport,
             })
@@ -480,7 +483,7 @@ mod tests {
         assert_eq!(c.interface_mappings["physnet1"], "eth1");
         let v = c.vxlan.unwrap();
         assert_eq!(v.udp_dstport, 8472);
-        assert!(v.l2_population && v.arp_responder && v.group.is_none());
+        assert!(v.l2_population && !v.arp_responder && v.group.is_none());
         let d = c.dhcp.unwrap();
         assert!(d.enable_isolated_metadata);
         assert_eq!(d.lease_duration, 600);

@@ -147,6 +147,12 @@ pub fn render(m: &HostModel, s: &L2Settings) -> DesiredL2 {
                         for ip in ips {
                             neigh.insert(ip.to_string(), mac.clone());
                         }
+                        // The proxy drops solicitations it has no entry for: the port's
+                        // EUI-64 link-local address too, or IPv6 (DHCPv6, router
+                        // discovery) across the tunnel breaks.
+                        if let Some(ll) = eui64_link_local(mac) {
+                            neigh.insert(ll.to_string(), mac.clone());
+                        }
                     }
                 }
             }
@@ -181,3 +187,17 @@ pub fn render(m: &HostModel, s: &L2Settings) -> DesiredL2 {
     }
     out
 }
+
+/// `fe80::/64` + the EUI-64 interface id of `mac` (what Linux guests configure by default).
+pub(crate) fn eui64_link_local(mac: &str) -> Option<std::net::Ipv6Addr> {
+    let b: Vec<u8> = mac
+        .split(':')
+        .map(|x| u8::from_str_radix(x, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [a, b1, c, d, e, f] = <[u8; 6]>::try_from(b).ok()?;
+    Some(std::net::Ipv6Addr::from([
+        0xfe, 0x80, 0, 0, 0, 0, 0, 0, a ^ 0x02, b1, c, 0xff, 0xfe, d, e, f,
+    ]))
+}
+

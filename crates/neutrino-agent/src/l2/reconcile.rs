@@ -355,7 +355,15 @@ mod tests {
         let fdb = net.fdb(None, "vxlan-42").unwrap();
         assert_eq!(fdb.len(), 3, "{fdb:?}");
         assert!(fdb.iter().all(|e| e.dst.as_deref() == Some("198.18.0.12")));
-        assert_eq!(net.neighs(None, "vxlan-42").unwrap().len(), 2);
+        // With arp_responder: each remote port's address and its EUI-64 link-local address.
+        let neighs = net.neighs(None, "vxlan-42").unwrap();
+        assert_eq!(neighs.len(), 4, "{neighs:?}");
+        assert!(
+            neighs
+                .iter()
+                .any(|n| n.ip == "fe80::f816:3eff:fe00:100" && n.mac.as_deref() == Some("fa:16:3e:00:01:00")),
+            "{neighs:?}"
+        );
         // No tap yet: nothing reported (the port is DOWN already).
         assert!(p.port_status.is_empty());
         // Second pass: nothing to do.
@@ -403,7 +411,7 @@ mod tests {
             2,
             "{ops:?}"
         );
-        assert_eq!(ops.iter().filter(|o| o.starts_with("del_neigh")).count(), 2);
+        assert_eq!(ops.iter().filter(|o| o.starts_with("del_neigh")).count(), 4);
         assert!(
             !ops.iter()
                 .any(|o| o.starts_with("add_") || o.starts_with("set_link")),

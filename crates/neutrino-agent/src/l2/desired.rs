@@ -196,8 +196,15 @@ pub(crate) fn eui64_link_local(mac: &str) -> Option<std::net::Ipv6Addr> {
         .collect::<Result<_, _>>()
         .ok()?;
     let [a, b1, c, d, e, f] = <[u8; 6]>::try_from(b).ok()?;
-    Some(std::net::Ipv6Addr::from([
-        0xfe, 0x80, 0, 0, 0, 0, 0, 0, a ^ 0x02, b1, c, 0xff, 0xfe, d, e, f,
-    ]))
+    let word = |hi: u8, lo: u8| u16::from_be_bytes([hi, lo]);
+    Some(std::net::Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        word(a ^ 0x02, b1),
+        word(c, 0xff),
+        word(0xfe, d),
+        word(e, f),
+    ))
 }
-

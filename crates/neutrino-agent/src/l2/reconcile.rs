@@ -359,9 +359,8 @@ mod tests {
         let neighs = net.neighs(None, "vxlan-42").unwrap();
         assert_eq!(neighs.len(), 4, "{neighs:?}");
         assert!(
-            neighs
-                .iter()
-                .any(|n| n.ip == "fe80::f816:3eff:fe00:100" && n.mac.as_deref() == Some("fa:16:3e:00:01:00")),
+            neighs.iter().any(|n| n.ip == "fe80::f816:3eff:fe00:100"
+                && n.mac.as_deref() == Some("fa:16:3e:00:01:00")),
             "{neighs:?}"
         );
         // No tap yet: nothing reported (the port is DOWN already).

@@ -1131,9 +1131,8 @@ async fn provisioning(srv: &TestServer) {
     let net = id(&srv.network("admin", json!({"name": "pbnet"})).await);
     let sub = subnet(srv, &net, "10.44.0.0/24").await;
     assert_eq!(dhcp_agents_of(srv, &net).await.len(), 1);
-    let vm = |owner: &str| {
-        json!({"network_id": net, "binding:host_id": "pb1", "device_owner": owner})
-    };
+    let vm =
+        |owner: &str| json!({"network_id": net, "binding:host_id": "pb1", "device_owner": owner});
     // L2 up first: the port waits for the DHCP agent, then goes ACTIVE.
     let a = id(&port(srv, vm("compute:nova")).await);
     l2_report(srv, &a, "pb1", "ACTIVE").await;

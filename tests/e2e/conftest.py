@@ -551,6 +551,9 @@ def sdk(cloud):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    # For fixtures that print diagnostics when their test failed (request.node.rep_call):
+    # pytest only takes this hook from conftest.py or plugins, not from test modules.
+    setattr(item, "rep_" + rep.when, rep)
     if rep.failed and _RUNNING:
         for s in list(_RUNNING):
             rep.sections.append((f"{s.name} stderr (last lines)", s.tail()))

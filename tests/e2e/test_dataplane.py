@@ -380,13 +380,6 @@ def _agent_logs_on_failure(request, topo):
         print(topo.agent_logs())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
 def port(topo, pid):
     return topo.api("GET", f"/ports/{pid}")["port"]
 

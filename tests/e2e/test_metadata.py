@@ -159,13 +159,6 @@ def _agent_logs_on_failure(request, md):
         print(md.t.agent_logs())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
 def test_e5_metadata_through_the_router(md):
     t = md.t
     net, sub = t.network("routed", ROUTED_CIDR)

@@ -87,9 +87,6 @@ def _agent_logs_on_failure(request, topo):
         print(topo.agent_logs())
 
 
-pytest_runtest_makereport = dp.pytest_runtest_makereport
-
-
 def nft_chain(topo, host, chain):
     p = sh("nsenter", f"--net=/run/netns/{topo.host_ns(host)}", "nft", "list", "chain",
            "bridge", "neutrino_sg", chain, check=False)

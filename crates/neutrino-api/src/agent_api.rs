@@ -324,6 +324,11 @@ pub async fn host_state(st: &ApiState, host: &str) -> ApiResult<HostState> {
         });
     }
 
+    let loaded: HashMap<&str, &Obj> = by_net
+        .values()
+        .flatten()
+        .map(|p| (str_of(p, "id"), p))
+        .collect();
     let mut security_groups = Vec::new();
     for g in &sc.security_groups {
         let Some(group) = db::get(&mut *tx, &crate::security_groups::KIND, g).await? else {
@@ -345,19 +350,17 @@ pub async fn host_state(st: &ApiState, host: &str) -> ApiResult<HostState> {
         .bind(g)
         .fetch_all(&mut *tx)
         .await?;
+        // Members on this host's networks were loaded already; only the others are read.
         let mut ips = BTreeSet::new();
-        for p in bodies_in(&mut tx, ports::KIND.table, &members).await? {
-            ips.extend(port_ips(&p));
-            for pair in p
-                .get("allowed_address_pairs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(ip) = pair.get("ip_address").and_then(Value::as_str) {
-                    ips.insert(ip.to_string());
-                }
+        let mut elsewhere = Vec::new();
+        for m in &members {
+            match loaded.get(m.as_str()) {
+                Some(p) => member_ips(p, &mut ips),
+                None => elsewhere.push(m.clone()),
             }
+        }
+        for p in bodies_in(&mut tx, ports::KIND.table, &elsewhere).await? {
+            member_ips(&p, &mut ips);
         }
         // Address groups its rules name: their addresses become nft sets on the host.
         let mut address_groups = BTreeMap::new();
@@ -539,6 +542,21 @@ fn dhcp_view(p: &Obj) -> Obj {
         .iter()
         .filter_map(|k| Some(((*k).to_string(), p.get(*k)?.clone())))
         .collect()
+}
+
+/// A security group member's addresses: fixed IPs and allowed address pairs.
+fn member_ips(p: &Obj, out: &mut BTreeSet<String>) {
+    out.extend(port_ips(p));
+    for pair in p
+        .get("allowed_address_pairs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(ip) = pair.get("ip_address").and_then(Value::as_str) {
+            out.insert(ip.to_string());
+        }
+    }
 }
 
 fn port_ips(p: &Obj) -> Vec<String> {

@@ -77,6 +77,26 @@ impl Pass {
         });
     }
 
+    /// Counts a host operation that succeeded; records one that failed (and keeps going).
+    /// True when it succeeded.
+    pub fn step(
+        &mut self,
+        reconciler: &'static str,
+        object: &str,
+        r: Result<(), HostError>,
+    ) -> bool {
+        match r {
+            Ok(()) => {
+                self.changes += 1;
+                true
+            }
+            Err(e) => {
+                self.fail(reconciler, object, e);
+                false
+            }
+        }
+    }
+
     /// The pass's result.
     pub fn result(&mut self) -> Result<(), ReconcileError> {
         if self.failures.is_empty() {

@@ -199,16 +199,7 @@ impl L2 {
 
 /// Applies one step; records a failure and returns false when it failed.
 fn step(pass: &mut Pass, object: &str, r: Result<(), neutrino_host::HostError>) -> bool {
-    match r {
-        Ok(()) => {
-            pass.changes += 1;
-            true
-        }
-        Err(e) => {
-            pass.fail(NAME, object, e);
-            false
-        }
-    }
+    pass.step(NAME, object, r)
 }
 
 impl Reconciler for L2 {

@@ -48,16 +48,7 @@ pub struct L3 {
 }
 
 fn step(pass: &mut Pass, object: &str, r: Result<(), HostError>) -> bool {
-    match r {
-        Ok(()) => {
-            pass.changes += 1;
-            true
-        }
-        Err(e) => {
-            pass.fail(NAME, object, e);
-            false
-        }
-    }
+    pass.step(NAME, object, r)
 }
 
 impl L3 {

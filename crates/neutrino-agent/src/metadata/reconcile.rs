@@ -56,16 +56,7 @@ fn addr() -> String {
 }
 
 fn step(pass: &mut Pass, object: &str, r: Result<(), HostError>) -> bool {
-    match r {
-        Ok(()) => {
-            pass.changes += 1;
-            true
-        }
-        Err(e) => {
-            pass.fail(NAME, object, e);
-            false
-        }
-    }
+    pass.step(NAME, object, r)
 }
 
 impl MetadataProxies {

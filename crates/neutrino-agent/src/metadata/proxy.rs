@@ -558,7 +558,7 @@ mod tests {
         );
         let url = upstream().await;
         let resolver = Arc::new(FakeResolver {
-            url,
+            url: url.clone(),
             calls: Mutex::new(0),
         });
         let mut socks = Sockets::new("mdproxy");
@@ -626,6 +626,18 @@ mod tests {
         let sock2 = socks.serve("other", bad).await;
         let (s, _) = request(&sock2, &r1, "/").await;
         assert_eq!(s, 403);
+        // nova_metadata_host: the same signed request, at Nova's own paths (no /metadata).
+        let nova_base = url
+            .trim_end_matches('/')
+            .trim_end_matches("/metadata")
+            .to_string();
+        let to_nova = Proxy::new(resolver.clone(), "s3cret".into(), Some(nova_base));
+        let sock4 = socks.serve("nova-ok", to_nova).await;
+        let (s, b) = request(&sock4, &r1, "/openstack/latest/meta_data.json").await;
+        assert_eq!(
+            (s, b.as_str()),
+            (200, "/openstack/latest/meta_data.json vm-5 p1 10.0.0.5")
+        );
         // Nova unreachable: 503.
         let nova = Proxy::new(resolver, "s3cret".into(), Some("http://127.0.0.1:9".into()));
         let sock3 = socks.serve("nova", nova).await;

@@ -474,14 +474,10 @@ fn fixed_ips(port: &Value) -> String {
         .join(",")
 }
 
-async fn delete_port(api: &ApiClient, id: &str) -> Result<(), ProbeError> {
+/// DELETE `path`; already gone (404) is fine.
+async fn delete_if_present(api: &ApiClient, path: &str) -> Result<(), ProbeError> {
     match api
-        .call::<(), Value>(
-            reqwest::Method::DELETE,
-            &format!("/v2.0/ports/{}", segment(id)),
-            None,
-            Duration::from_secs(60),
-        )
+        .call::<(), Value>(reqwest::Method::DELETE, path, None, Duration::from_secs(60))
         .await
     {
         Ok(_) => Ok(()),
@@ -490,20 +486,16 @@ async fn delete_port(api: &ApiClient, id: &str) -> Result<(), ProbeError> {
     }
 }
 
+async fn delete_port(api: &ApiClient, id: &str) -> Result<(), ProbeError> {
+    delete_if_present(api, &format!("/v2.0/ports/{}", segment(id))).await
+}
+
 async fn delete_instance_data(api: &ApiClient, device_id: &str) -> Result<(), ProbeError> {
-    match api
-        .call::<(), Value>(
-            reqwest::Method::DELETE,
-            &format!("/v2.0/instance-metadata/{}", segment(device_id)),
-            None,
-            Duration::from_secs(60),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.status() == Some(404) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    delete_if_present(
+        api,
+        &format!("/v2.0/instance-metadata/{}", segment(device_id)),
+    )
+    .await
 }
 
 /// Probes known to the API (ports owned by probes), with whether each is local.

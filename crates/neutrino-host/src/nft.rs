@@ -91,6 +91,8 @@ pub struct FakeNft {
     /// `chain FAMILY TABLE NAME` of a table present, else an error, as for a missing
     /// object).
     pub listings: Mutex<std::collections::BTreeMap<String, String>>,
+    /// How many times [`Nft::list_json`] was called.
+    pub lists: Mutex<usize>,
 }
 
 impl FakeNft {
@@ -129,6 +131,7 @@ impl Nft for FakeNft {
     }
 
     fn list_json(&self, what: &str) -> Result<String, HostError> {
+        *self.lists.lock().expect("fake lock") += 1;
         if let Some(l) = self.listings.lock().expect("fake lock").get(what) {
             return Ok(l.clone());
         }
@@ -175,13 +178,13 @@ mod tests {
     #[test]
     fn real_apply_reports_nft_errors() {
         // A syntax error never reaches the kernel: safe to run anywhere nft exists.
-        if std::process::Command::new("nft")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            return;
-        }
+        assert!(
+            std::process::Command::new("nft")
+                .arg("--version")
+                .output()
+                .is_ok(),
+            "nft not found: run scripts/setup"
+        );
         let e = RealNft.apply("this is not nft\n").unwrap_err();
         assert!(e.to_string().contains("nft -f -"), "{e}");
     }

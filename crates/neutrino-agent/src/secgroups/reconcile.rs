@@ -26,7 +26,14 @@ pub struct SecGroups {
     /// Conntrack zone of each network's bridge, as applied; None until read back from the
     /// kernel (the first pass), so an agent restart keeps every network's zone.
     zones: Option<BTreeMap<String, u16>>,
+    /// When our tables were last seen present (listing a chain costs ~25 ms at 1,000 ports:
+    /// nft dumps the ruleset for its cache), so passes in between skip the check.
+    seen: Option<std::time::Instant>,
 }
+
+/// How long a successful presence check (or apply) vouches for our tables. A table deleted
+/// behind our back is rebuilt within this; a failed apply rebuilds at once.
+const PRESENCE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The elements of the zones map in `nft -j list map` output.
 pub(crate) fn parse_zones(json: &str) -> BTreeMap<String, u16> {
@@ -53,6 +60,7 @@ impl SecGroups {
             nft,
             applied: None,
             zones: None,
+            seen: None,
         }
     }
 
@@ -64,12 +72,20 @@ impl SecGroups {
         // milliseconds; `nft list tables` reads the whole ruleset, half a second at 1,000
         // ports). A table of an older layout lacks them and is rebuilt.
         let present = |what: &str| self.nft.list_json(what).is_ok();
-        let have_inet = present(&format!("chain {INET_TABLE} zone"));
-        if !(have_inet && present(&format!("chain {BRIDGE_TABLE} egress"))) {
-            if self.applied.is_some() {
-                tracing::warn!("security group tables missing; rebuilding them");
+        let vouched = self.applied.is_some()
+            && self.zones.is_some()
+            && self.seen.is_some_and(|t| t.elapsed() < PRESENCE_EVERY);
+        let have_inet = vouched || present(&format!("chain {INET_TABLE} zone"));
+        if !vouched {
+            if have_inet && present(&format!("chain {BRIDGE_TABLE} egress")) {
+                self.seen = Some(std::time::Instant::now());
+            } else {
+                if self.applied.is_some() {
+                    tracing::warn!("security group tables missing; rebuilding them");
+                }
+                self.applied = None;
+                self.seen = None;
             }
-            self.applied = None;
         }
         let prev = match self.zones.take() {
             Some(z) => z,
@@ -95,8 +111,10 @@ impl SecGroups {
         };
         if let Some(script) = script {
             self.applied = None;
+            self.seen = None;
             let started = std::time::Instant::now();
             self.nft.apply(&script)?;
+            self.seen = Some(std::time::Instant::now());
             tracing::debug!(
                 bytes = script.len(),
                 elapsed_ms = started.elapsed().as_millis(),

@@ -442,9 +442,13 @@ fn reconciler_applies_full_then_deltas_then_nothing() {
     );
     assert!(*nft.bridge_nf.lock().unwrap());
     let mut pass = Pass::default();
+    let lists = *nft.lists.lock().unwrap();
     sg.reconcile(&m, &mut pass);
     assert_eq!(pass.changes, 0);
     assert_eq!(nft.scripts().len(), 1);
+    // Tables just applied are not listed again to see whether they exist (each listing
+    // costs tens of milliseconds on a busy host).
+    assert_eq!(*nft.lists.lock().unwrap(), lists);
     // A failure makes the next apply a full one.
     let m2 = model(&state(default_rules(), &["10.0.0.5", "10.0.0.8"], false));
     *nft.fail_next.lock().unwrap() = Some("boom".into());
@@ -465,9 +469,14 @@ fn reconciler_applies_full_then_deltas_then_nothing() {
 #[test]
 fn scripts_are_accepted_by_nft() {
     let root = neutrino_host::exec::run(&["id", "-u"]).is_ok_and(|u| u.trim() == "0");
-    if !root || neutrino_host::exec::run(&["nft", "--version"]).is_err() {
-        return;
-    }
+    assert!(
+        root,
+        "scripts_are_accepted_by_nft needs root (a scratch network namespace); run as root"
+    );
+    assert!(
+        neutrino_host::exec::run(&["nft", "--version"]).is_ok(),
+        "nft not found: run scripts/setup"
+    );
     let ns = format!("ntsgunit{}", std::process::id());
     let run = |args: &[&str], input: Option<&str>| {
         let mut argv = vec!["ip", "netns", "exec", ns.as_str()];

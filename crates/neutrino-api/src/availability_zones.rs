@@ -125,6 +125,18 @@ fn invalid_hints(reason: impl std::fmt::Display) -> ApiError {
 /// `availability_zone_hint_list` validator, then `validate_availability_zones` for
 /// networks): a list of unique strings fitting the column, each the zone of some DHCP agent.
 pub async fn validate_network_hints(tx: &mut sqlx::AnyConnection, hints: &Value) -> ApiResult<()> {
+    validate_hints(tx, hints, agent_type::DHCP).await
+}
+
+/// Checks `availability_zone_hints` of a new resource (neutron-lib's
+/// `availability_zone_hint_list`, then `validate_availability_zones`): unique strings
+/// fitting the column as JSON, each the zone of some agent of `of_agent_type` (404
+/// `AvailabilityZoneNotFound`). Networks and routers differ only in that agent type.
+pub async fn validate_hints(
+    tx: &mut sqlx::AnyConnection,
+    hints: &Value,
+    of_agent_type: &str,
+) -> ApiResult<()> {
     let list = match hints {
         Value::Null => return Ok(()),
         Value::Array(a) => a,
@@ -160,7 +172,7 @@ pub async fn validate_network_hints(tx: &mut sqlx::AnyConnection, hints: &Value)
         "SELECT DISTINCT availability_zone FROM agents \
          WHERE agent_type = $1 AND availability_zone IS NOT NULL",
     )
-    .bind(agent_type::DHCP)
+    .bind(of_agent_type)
     .fetch_all(&mut *tx)
     .await?;
     if let Some(missing) = seen.iter().find(|z| !known.iter().any(|k| k == *z)) {

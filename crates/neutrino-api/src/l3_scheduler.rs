@@ -640,63 +640,10 @@ pub async fn check_l3_failover(st: &ApiState, now_us: i64) -> ApiResult<usize> {
 // ---------------------------------------------------------------------------------------------
 // Availability zone hints.
 
-fn invalid_hints(reason: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request(format!(
-        "Invalid input for availability_zone_hints. Reason: {reason}."
-    ))
-}
-
-/// Checks a new router's `availability_zone_hints` (neutron-lib's
-/// `availability_zone_hint_list`, then `validate_availability_zones` for routers): unique
-/// strings fitting 255 characters as JSON, each the zone of some L3 agent (404
-/// `AvailabilityZoneNotFound`).
+/// Checks a new router's `availability_zone_hints`: as a network's, against the zones of
+/// the L3 agents.
 pub async fn validate_hints(tx: &mut AnyConnection, hints: &Value) -> ApiResult<()> {
-    let list = match hints {
-        Value::Null => return Ok(()),
-        Value::Array(a) => a,
-        other => {
-            return Err(invalid_hints(format!(
-                "'{}' is not a list",
-                crate::attrs::display(other)
-            )));
-        }
-    };
-    let mut seen: Vec<&str> = Vec::with_capacity(list.len());
-    for v in list {
-        let Some(s) = v.as_str() else {
-            return Err(invalid_hints(format!(
-                "'{}' is not a valid string",
-                crate::attrs::display(v)
-            )));
-        };
-        if seen.contains(&s) {
-            return Err(invalid_hints(format!("Duplicate items in the list: '{s}'")));
-        }
-        seen.push(s);
-    }
-    if hints.to_string().len() > 255 {
-        return Err(ApiError::invalid_input(
-            "Too many availability_zone_hints specified",
-        ));
-    }
-    if seen.is_empty() {
-        return Ok(());
-    }
-    let known: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT availability_zone FROM agents \
-         WHERE agent_type = $1 AND availability_zone IS NOT NULL",
-    )
-    .bind(agent_type::L3)
-    .fetch_all(&mut *tx)
-    .await?;
-    if let Some(missing) = seen.iter().find(|z| !known.iter().any(|k| k == *z)) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "AvailabilityZoneNotFound",
-            format!("AvailabilityZone {missing} could not be found."),
-        ));
-    }
-    Ok(())
+    crate::availability_zones::validate_hints(tx, hints, agent_type::L3).await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -370,25 +370,6 @@ pub async fn unbind_all(tx: &mut AnyConnection, router_id: &str) -> ApiResult<()
 // ---------------------------------------------------------------------------------------------
 // Candidates and scheduling.
 
-/// The router's zone hints, else `default_availability_zones` (Neutron's `get_az_hints`).
-fn az_hints(router: &Obj, cfg: &AgentConfig) -> Vec<String> {
-    let hints: Vec<String> = router
-        .get("availability_zone_hints")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    if hints.is_empty() {
-        cfg.default_availability_zones.clone()
-    } else {
-        hints
-    }
-}
-
 /// Whether `agent` could host `router` by its configuration (Neutron's
 /// `get_l3_agent_candidates`): not in `dvr`/`dvr_no_external` mode, a distributed router
 /// not on a legacy agent, the agent's `router_id` (if set) naming this router, and
@@ -459,7 +440,7 @@ pub async fn schedule_router(
     if !ha && !hosting.is_empty() {
         return Ok(false);
     }
-    let hints = az_hints(router, &cfg);
+    let hints = crate::scheduler::az_hints(router, &cfg);
     let hosted_ids: HashSet<&str> = hosting.iter().map(|a| a.id.as_str()).collect();
     let all = match only {
         Some(a) => vec![a.clone()],

@@ -115,7 +115,9 @@ fn str_of<'a>(o: &'a Obj, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-fn az_hints(net: &Obj, cfg: &AgentConfig) -> Vec<String> {
+/// A network's or router's zone hints, else `default_availability_zones` (Neutron's
+/// `get_az_hints`).
+pub(crate) fn az_hints(net: &Obj, cfg: &AgentConfig) -> Vec<String> {
     let hints: Vec<String> = net
         .get("availability_zone_hints")
         .and_then(Value::as_array)

@@ -167,7 +167,7 @@ pub async fn get_visible(
 }
 
 /// The policy target of a group: the document plus the computed `shared`.
-fn target(sg: &Obj, shared: bool) -> Obj {
+pub(crate) fn target(sg: &Obj, shared: bool) -> Obj {
     let mut t = sg.clone();
     t.insert("shared".into(), Value::Bool(shared));
     t

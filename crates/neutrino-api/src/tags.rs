@@ -3,7 +3,10 @@
 //!
 //! Tags live in the resource document (`tags`), so every change bumps the resource's revision
 //! and is logged like any other update. Reads need visibility of the resource; writes need
-//! ownership (or admin), as Neutron's tag policies inherit the parent's update rule.
+//! the policy Neutron's tagging controller enforces (neutron/extensions/tagging.py):
+//! `update_<resource>:tags` to add or replace, `delete_<resource>:tags` to remove, checked
+//! against the resource as its own update rule sees it. Owning the project is not enough: a
+//! reader of the project may look at tags but never change them.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -160,12 +163,58 @@ fn tag_not_found(collection: &str, id: &str, tag: &str) -> ApiError {
     )
 }
 
-/// Applies `f` to the resource's tag list inside a write transaction.
+/// What a tag write does, which names the policy rule it needs.
+#[derive(Clone, Copy)]
+enum Verb {
+    /// `PUT .../tags` and `PUT .../tags/{tag}`.
+    Update,
+    /// `DELETE .../tags` and `DELETE .../tags/{tag}`.
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+        }
+    }
+}
+
+/// The policy target of a tagged resource: the document plus what its rules look at, as the
+/// resource's own handlers build it (`shared` as the caller sees it; the network's owner and
+/// sharing for subnets and ports).
+async fn policy_target(
+    conn: &mut sqlx::AnyConnection,
+    ctx: &Context,
+    collection: &str,
+    obj: &Obj,
+) -> ApiResult<Obj> {
+    Ok(match collection {
+        "networks" | "subnetpools" => crate::rbac::caller_view(ctx, obj),
+        "security-groups" => security_groups::target(obj, security_groups::visibility(ctx, obj).1),
+        "subnets" | "ports" => {
+            let net_id = obj
+                .get("network_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            match db::get(&mut *conn, &networks::KIND, net_id).await? {
+                Some(net) => networks::network_target(&net, obj),
+                None => obj.clone(),
+            }
+        }
+        _ => obj.clone(),
+    })
+}
+
+/// Applies `f` to the resource's tag list inside a write transaction, once the `verb` policy
+/// allows it.
 async fn mutate(
     st: &ApiState,
     ctx: &Context,
     collection: &str,
     id: &str,
+    verb: Verb,
     f: impl FnOnce(&mut Vec<String>) -> ApiResult<()>,
 ) -> ApiResult<Vec<String>> {
     let t = lookup(collection)?;
@@ -174,12 +223,13 @@ async fn mutate(
         Some(o) if readable(st, &mut tx, ctx, collection, &o).await? => o,
         _ => return Err(ApiError::not_found(t.title, id)),
     };
-    if !owner_or_admin(ctx, &obj) {
-        return Err(ApiError::forbidden(&format!(
-            "rule:update_{}_tags",
-            t.kind.resource
-        )));
-    }
+    let target = policy_target(&mut tx, ctx, collection, &obj).await?;
+    common::enforce(
+        st,
+        ctx,
+        &format!("{}_{}:tags", verb.as_str(), t.kind.resource),
+        &target,
+    )?;
     let mut tags = tags_of(&obj);
     let before = tags.clone();
     f(&mut tags)?;
@@ -220,7 +270,7 @@ async fn replace(
             new.push(s.to_string());
         }
     }
-    let tags = mutate(&st, &ctx, &collection, &id, |tags| {
+    let tags = mutate(&st, &ctx, &collection, &id, Verb::Update, |tags| {
         *tags = new;
         Ok(())
     })
@@ -234,7 +284,7 @@ async fn add(
     Path((collection, id, tag)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     validate_tag(&tag)?;
-    mutate(&st, &ctx, &collection, &id, |tags| {
+    mutate(&st, &ctx, &collection, &id, Verb::Update, |tags| {
         if !tags.contains(&tag) {
             tags.push(tag);
         }
@@ -251,7 +301,7 @@ async fn clear(
     Extension(ctx): Extension<Context>,
     Path((collection, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    mutate(&st, &ctx, &collection, &id, |tags| {
+    mutate(&st, &ctx, &collection, &id, Verb::Delete, |tags| {
         tags.clear();
         Ok(())
     })
@@ -265,15 +315,20 @@ async fn remove_one(
     Path((collection, id, tag)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     let (c, i, t) = (collection.clone(), id.clone(), tag.clone());
-    mutate(&st, &ctx, &collection, &id, move |tags| {
-        match tags.iter().position(|x| *x == tag) {
+    mutate(
+        &st,
+        &ctx,
+        &collection,
+        &id,
+        Verb::Delete,
+        move |tags| match tags.iter().position(|x| *x == tag) {
             Some(p) => {
                 tags.remove(p);
                 Ok(())
             }
             None => Err(tag_not_found(&c, &i, &t)),
-        }
-    })
+        },
+    )
     .await?;
     Ok(common::no_content())
 }

@@ -1,0 +1,119 @@
+//! Behaviours where neutrino used to differ from Neutron (issue 10), each checked as a client
+//! sees it, on SQLite and (when configured) PostgreSQL. Each scenario names the Neutron source
+//! its expectation comes from.
+mod support;
+
+use serde_json::{Value, json};
+use support::{TestServer, err_type, id};
+
+const P: &str = "member:p1";
+const READER: &str = "reader:p1";
+
+fn message(b: &Value) -> &str {
+    b["NeutronError"]["message"].as_str().unwrap_or("")
+}
+
+async fn tags_of(srv: &TestServer, path: &str) -> Value {
+    let (s, b) = srv.get(&format!("{path}/tags"), "admin").await;
+    assert_eq!(s, 200, "{path}: {b}");
+    b["tags"].clone()
+}
+
+/// Every tag verb on `path` (a resource of project p1): refused to a reader of the project
+/// with Neutron's `update_<resource>:tags` / `delete_<resource>:tags` policy error, and the
+/// tags untouched; allowed to a member.
+async fn tag_verbs(srv: &TestServer, path: &str, resource: &str) {
+    let (s, b) = srv.put(&format!("{path}/tags/keep"), P, json!(null)).await;
+    assert_eq!(s, 201, "{path}: {b}");
+    let refused = [
+        ("PUT", format!("{path}/tags/new"), None, "update"),
+        (
+            "PUT",
+            format!("{path}/tags"),
+            Some(json!({"tags": ["a", "b"]})),
+            "update",
+        ),
+        ("DELETE", format!("{path}/tags/keep"), None, "delete"),
+        ("DELETE", format!("{path}/tags"), None, "delete"),
+    ];
+    for (method, url, body, verb) in &refused {
+        let (s, b) = srv.call(method, url, READER, body.clone()).await;
+        assert_eq!(s, 403, "{method} {url} as reader: {b}");
+        assert_eq!(err_type(&b), "PolicyNotAuthorized", "{b}");
+        assert!(
+            message(&b).contains(&format!("{verb}_{resource}:tags")),
+            "{method} {url}: {b}"
+        );
+        assert_eq!(tags_of(srv, path).await, json!(["keep"]), "{method} {url}");
+    }
+    // Reading stays allowed to the reader.
+    let (s, b) = srv.get(&format!("{path}/tags"), READER).await;
+    assert_eq!(s, 200, "{b}");
+    // A member may do all of it.
+    let (s, b) = srv.put(&format!("{path}/tags/new"), P, json!(null)).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = srv
+        .put(&format!("{path}/tags"), P, json!({"tags": ["a", "b"]}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(tags_of(srv, path).await, json!(["a", "b"]));
+    let (s, b) = srv.delete(&format!("{path}/tags/a"), P).await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(tags_of(srv, path).await, json!(["b"]));
+    let (s, b) = srv.delete(&format!("{path}/tags"), P).await;
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(tags_of(srv, path).await, json!([]));
+}
+
+/// Neutron's tagging controller (neutron/extensions/tagging.py) enforces
+/// `update_<resource>:tags` and `delete_<resource>:tags` (neutron/conf/policies/*.py:
+/// ADMIN_OR_PROJECT_MEMBER), so a reader of the project cannot change tags.
+async fn reader_cannot_change_tags(srv: &TestServer) {
+    let l = srv.routed(P, json!({}), json!({})).await;
+    let port = id(&srv.port(P, json!({"network_id": l.net})).await);
+    let (s, b) = srv
+        .post(
+            "/v2.0/security-groups",
+            P,
+            json!({"security_group": {"name": "web"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let sg = id(&b["security_group"]);
+    let (s, b) = srv
+        .post(
+            "/v2.0/floatingips",
+            P,
+            json!({"floatingip": {"floating_network_id": l.ext}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let fip = id(&b["floatingip"]);
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnetpools",
+            P,
+            json!({"subnetpool": {"name": "pool", "prefixes": ["10.90.0.0/16"]}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let pool = id(&b["subnetpool"]);
+    for (path, resource) in [
+        (format!("/v2.0/networks/{}", l.net), "network"),
+        (format!("/v2.0/subnets/{}", l.subnet), "subnet"),
+        (format!("/v2.0/ports/{port}"), "port"),
+        (format!("/v2.0/security-groups/{sg}"), "security_group"),
+        (format!("/v2.0/routers/{}", l.router), "router"),
+        (format!("/v2.0/floatingips/{fip}"), "floatingip"),
+        (format!("/v2.0/subnetpools/{pool}"), "subnetpool"),
+    ] {
+        tag_verbs(srv, &path, resource).await;
+    }
+}
+
+on_both_stores!(
+    reader_cannot_change_tags,
+    "",
+    reader_cannot_change_tags_sqlite,
+    reader_cannot_change_tags_postgres
+);

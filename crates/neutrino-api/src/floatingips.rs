@@ -626,9 +626,16 @@ async fn update(
     let expected = common::if_match(&headers)?;
     let changes = attrs::prepare_update(&[ATTRS], common::parse_update(&body, "floatingip")?)?;
     let fixed_ip = parse_ip_or_none("fixed_ip_address", changes.get("fixed_ip_address"))?;
-    let port_req: Option<Option<String>> = changes
-        .get("port_id")
-        .map(|v| v.as_str().map(str::to_string));
+    // An empty body disassociates, as `{"port_id": null}` does: Neutron keeps the current
+    // association only when a non-empty body leaves `port_id` out (`if fip and 'port_id' not
+    // in fip` in l3_db._check_and_get_fip_assoc), and clients rely on `{}` to detach.
+    let port_req: Option<Option<String>> = if changes.is_empty() {
+        Some(None)
+    } else {
+        changes
+            .get("port_id")
+            .map(|v| v.as_str().map(str::to_string))
+    };
     let mut tx = st.db.begin().await?;
     let mut fip = load_for_write(&st, &mut tx, &ctx, &id).await?;
     common::check_revision(expected, &fip)?;

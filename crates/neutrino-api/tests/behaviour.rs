@@ -117,3 +117,57 @@ on_both_stores!(
     reader_cannot_change_tags_sqlite,
     reader_cannot_change_tags_postgres
 );
+
+async fn floatingip(srv: &TestServer, body: Value) -> Value {
+    let (s, b) = srv
+        .post("/v2.0/floatingips", P, json!({"floatingip": body}))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["floatingip"].clone()
+}
+
+/// `PUT /v2.0/floatingips/{id}` with `{"floatingip": {}}` disassociates; a non-empty body
+/// without `port_id` keeps the association (neutron/db/l3_db.py `_check_and_get_fip_assoc`:
+/// `if fip and 'port_id' not in fip and floatingip_obj.fixed_port_id`).
+async fn empty_floatingip_update_disassociates(srv: &TestServer) {
+    let l = srv.routed(P, json!({}), json!({})).await;
+    let vm = srv.port(P, json!({"network_id": l.net})).await;
+    let first = floatingip(
+        srv,
+        json!({"floating_network_id": l.ext, "port_id": vm["id"]}),
+    )
+    .await;
+    let url = format!("/v2.0/floatingips/{}", id(&first));
+    // A body naming something else leaves the association alone.
+    let (s, b) = srv
+        .put(&url, P, json!({"floatingip": {"description": "web"}}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["floatingip"]["port_id"], vm["id"]);
+    assert_eq!(
+        b["floatingip"]["fixed_ip_address"],
+        vm["fixed_ips"][0]["ip_address"]
+    );
+    // The empty body detaches it.
+    let (s, b) = srv.put(&url, P, json!({"floatingip": {}})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["floatingip"]["port_id"], Value::Null, "{b}");
+    assert_eq!(b["floatingip"]["fixed_ip_address"], Value::Null, "{b}");
+    assert_eq!(b["floatingip"]["router_id"], Value::Null, "{b}");
+    let (_, b) = srv.get(&url, P).await;
+    assert_eq!(b["floatingip"]["port_id"], Value::Null, "{b}");
+    // So the fixed IP is free for another floating IP.
+    let second = floatingip(
+        srv,
+        json!({"floating_network_id": l.ext, "port_id": vm["id"]}),
+    )
+    .await;
+    assert_eq!(second["fixed_ip_address"], vm["fixed_ips"][0]["ip_address"]);
+}
+
+on_both_stores!(
+    empty_floatingip_update_disassociates,
+    "",
+    empty_floatingip_update_disassociates_sqlite,
+    empty_floatingip_update_disassociates_postgres
+);

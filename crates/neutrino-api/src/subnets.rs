@@ -958,6 +958,29 @@ async fn check_pool_affinity(
     Ok(())
 }
 
+/// A subnet needs its network's MTU to reach its protocol's minimum (68 for IPv4, 1280 for
+/// IPv6): 409 `NetworkMTUSubnetConflict` otherwise, as Neutron's
+/// `_validate_subnet_network_mtu` (neutron/db/db_base_plugin_v2.py). A network without an
+/// MTU is not checked. ML2's network update holds the converse rule.
+fn check_network_mtu(net: &Obj, version: i64) -> ApiResult<()> {
+    const IPV4_MIN_MTU: i64 = 68;
+    const IPV6_MIN_MTU: i64 = 1280;
+    let mtu = net.get("mtu").and_then(Value::as_i64).unwrap_or(0);
+    let need = match mtu {
+        0 => return Ok(()),
+        m if m < IPV4_MIN_MTU => IPV4_MIN_MTU,
+        m if version == 6 && m < IPV6_MIN_MTU => IPV6_MIN_MTU,
+        _ => return Ok(()),
+    };
+    Err(ApiError::conflict(
+        "NetworkMTUSubnetConflict",
+        format!(
+            "MTU of {} is not valid, subnet requires a minimum of {need}",
+            str_of(net, "id").unwrap_or_default()
+        ),
+    ))
+}
+
 /// Creates one subnet inside `tx`; returns the stored document and its network.
 async fn create_one(
     st: &ApiState,
@@ -1010,6 +1033,7 @@ async fn create_one(
         (req.ra.as_deref(), req.addr.as_deref()),
         enable_dhcp,
     )?;
+    check_network_mtu(&net, req.version)?;
     let pools = match &req.pools {
         Some(p) => {
             let mut p = p.clone();

@@ -171,3 +171,69 @@ on_both_stores!(
     empty_floatingip_update_disassociates_sqlite,
     empty_floatingip_update_disassociates_postgres
 );
+
+/// A subnet needs its network's MTU to reach the protocol minimum, and a network's MTU cannot
+/// go below what its subnets need: 409 `NetworkMTUSubnetConflict`
+/// (neutron/db/db_base_plugin_v2.py `_validate_subnet_network_mtu`,
+/// `_validate_change_network_mtu`).
+async fn mtu_below_protocol_minimum(srv: &TestServer) {
+    let small = id(&srv.network(P, json!({"mtu": 1000})).await);
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnets",
+            P,
+            json!({"subnet": {"network_id": small, "ip_version": 6, "cidr": "2001:db8::/64"}}),
+        )
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(err_type(&b), "NetworkMTUSubnetConflict");
+    assert_eq!(
+        message(&b),
+        format!("MTU of {small} is not valid, subnet requires a minimum of 1280")
+    );
+    // IPv4 is fine at 1000.
+    srv.subnet(
+        P,
+        json!({"network_id": small, "ip_version": 4, "cidr": "10.1.0.0/24"}),
+    )
+    .await;
+    let tiny = id(&srv.network(P, json!({"mtu": 60})).await);
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnets",
+            P,
+            json!({"subnet": {"network_id": tiny, "ip_version": 4, "cidr": "10.2.0.0/24"}}),
+        )
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(err_type(&b), "NetworkMTUSubnetConflict");
+    assert_eq!(
+        message(&b),
+        format!("MTU of {tiny} is not valid, subnet requires a minimum of 68")
+    );
+    let (_, b) = srv
+        .get(&format!("/v2.0/subnets?network_id={tiny}"), P)
+        .await;
+    assert_eq!(b["subnets"], json!([]), "nothing created");
+    // The converse: lowering the MTU under the subnets' minimum.
+    let (s, b) = srv
+        .put(
+            &format!("/v2.0/networks/{small}"),
+            P,
+            json!({"network": {"mtu": 67}}),
+        )
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(err_type(&b), "NetworkMTUSubnetConflict");
+    assert_eq!(
+        message(&b),
+        format!("MTU of {small} is not valid, subnet requires a minimum of 68")
+    );
+}
+
+on_both_stores!(
+    mtu_below_protocol_minimum,
+    "",
+    mtu_below_protocol_minimum_sqlite,
+    mtu_below_protocol_minimum_postgres
+);

@@ -1290,6 +1290,34 @@ async fn update(
         (None, None),
         dhcp,
     )?;
+    if gateway_change.is_some()
+        && gateway != old_gateway
+        && let Some(current) = old_gateway
+    {
+        // The gateway a router interface holds can be neither moved nor removed, as Neutron's
+        // `_validate_subnet` (neutron/db/db_base_plugin_v2.py): 409 `GatewayIpInUse` naming
+        // the router's port, before the pools are looked at. Any other port may hold the new
+        // address.
+        let holder: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT a.port_id, p.device_owner FROM ip_allocations a \
+             JOIN ports p ON p.id = a.port_id WHERE a.subnet_id = $1 AND a.ip_address = $2",
+        )
+        .bind(&id)
+        .bind(current.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((port_id, owner)) = holder
+            && ipam::is_router_owner(owner.as_deref().unwrap_or_default())
+        {
+            return Err(ApiError::conflict(
+                "GatewayIpInUse",
+                format!(
+                    "Current gateway ip {current} already in use by port {port_id}. Unable to update."
+                ),
+            ));
+        }
+    }
+
     let pools = match &new_pools {
         Some(p) => {
             let mut p = p.clone();
@@ -1304,29 +1332,6 @@ async fn update(
     {
         check_gateway_outside(&pools, g, v6)?;
     }
-    if let (Some(g), true) = (gateway, gateway != old_gateway) {
-        // The new gateway may not be an address some port already holds (router ports
-        // excepted: they are what carries the gateway).
-        let holder: Option<(String, Option<String>)> = sqlx::query_as(
-            "SELECT a.port_id, p.device_owner FROM ip_allocations a \
-             JOIN ports p ON p.id = a.port_id WHERE a.subnet_id = $1 AND a.ip_address = $2",
-        )
-        .bind(&id)
-        .bind(g.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((port_id, owner)) = holder
-            && !ipam::is_router_owner(owner.as_deref().unwrap_or_default())
-        {
-            return Err(ApiError::conflict(
-                "GatewayIpInUse",
-                format!(
-                    "Current gateway ip {g} already in use by port {port_id}. Unable to update."
-                ),
-            ));
-        }
-    }
-
     let mut changed = false;
     let mut set = |k: &str, v: Value, subnet: &mut Obj| {
         if subnet.get(k) != Some(&v) {

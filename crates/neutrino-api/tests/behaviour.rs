@@ -237,3 +237,76 @@ on_both_stores!(
     mtu_below_protocol_minimum_sqlite,
     mtu_below_protocol_minimum_postgres
 );
+
+/// The gateway IP a router interface holds cannot be changed or removed: 409
+/// `GatewayIpInUse` (neutron/db/db_base_plugin_v2.py `_validate_subnet`). Other updates of the
+/// subnet, and a new gateway some other port holds, are fine.
+async fn router_gateway_ip_is_pinned(srv: &TestServer) {
+    let pools = json!({"allocation_pools": [{"start": "192.168.1.10", "end": "192.168.1.100"}]});
+    let l = srv.routed(P, json!({}), pools).await;
+    let url = format!("/v2.0/subnets/{}", l.subnet);
+    let (_, b) = srv
+        .get(
+            &format!("/v2.0/ports?device_id={}&network_id={}", l.router, l.net),
+            P,
+        )
+        .await;
+    let rport = b["ports"][0].clone();
+    assert_eq!(rport["fixed_ips"][0]["ip_address"], "192.168.1.1", "{b}");
+    let expected = format!(
+        "Current gateway ip 192.168.1.1 already in use by port {}. Unable to update.",
+        id(&rport)
+    );
+    // Neutron looks at the router's port before the pools: an address inside a pool is
+    // refused for the same reason.
+    for gw in [json!("192.168.1.254"), json!("192.168.1.50"), Value::Null] {
+        let (s, b) = srv
+            .put(&url, P, json!({"subnet": {"gateway_ip": gw}}))
+            .await;
+        assert_eq!(s, 409, "{gw}: {b}");
+        assert_eq!(err_type(&b), "GatewayIpInUse");
+        assert_eq!(message(&b), expected);
+    }
+    // Naming the current gateway is no change.
+    let (s, b) = srv
+        .put(
+            &url,
+            P,
+            json!({"subnet": {"gateway_ip": "192.168.1.1", "name": "n"}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // Once the interface is gone, the gateway moves, even onto an address a port holds.
+    let (s, b) = srv
+        .put(
+            &format!("/v2.0/routers/{}/remove_router_interface", l.router),
+            P,
+            json!({"subnet_id": l.subnet}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let vm = srv
+        .port(
+            P,
+            json!({"network_id": l.net, "fixed_ips": [{"ip_address": "192.168.1.200"}]}),
+        )
+        .await;
+    assert_eq!(vm["fixed_ips"][0]["ip_address"], "192.168.1.200");
+    let (s, b) = srv
+        .put(&url, P, json!({"subnet": {"gateway_ip": "192.168.1.200"}}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["subnet"]["gateway_ip"], "192.168.1.200");
+    let (s, b) = srv
+        .put(&url, P, json!({"subnet": {"gateway_ip": null}}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["subnet"]["gateway_ip"], Value::Null);
+}
+
+on_both_stores!(
+    router_gateway_ip_is_pinned,
+    "",
+    router_gateway_ip_is_pinned_sqlite,
+    router_gateway_ip_is_pinned_postgres
+);

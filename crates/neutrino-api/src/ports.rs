@@ -658,14 +658,25 @@ fn parse_security_groups(v: &Value) -> ApiResult<Vec<Value>> {
             ));
         }
     };
+    // Neutron's `type:uuid_list` refuses duplicates before it looks at the items, on create
+    // and update alike (neutron_lib/api/validators: _validate_list_of_items).
+    let mut dups: Vec<&Value> = Vec::new();
+    for (i, id) in list.iter().enumerate() {
+        if list[..i].contains(id) && !dups.contains(&id) {
+            dups.push(id);
+        }
+    }
+    if !dups.is_empty() {
+        let names: Vec<String> = dups.iter().map(|d| attrs::display(d)).collect();
+        return Err(bad_value(
+            "security_groups",
+            format!("Duplicate items in the list: '{}'", names.join(", ")),
+        ));
+    }
     let mut out: Vec<Value> = Vec::with_capacity(list.len());
     for id in list {
         match id {
-            Value::String(s) if attrs::is_uuid(s) => {
-                if !out.iter().any(|x| x == id) {
-                    out.push(id.clone());
-                }
-            }
+            Value::String(s) if attrs::is_uuid(s) => out.push(id.clone()),
             other => {
                 return Err(bad_value(
                     "security_groups",

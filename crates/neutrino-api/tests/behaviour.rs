@@ -310,3 +310,50 @@ on_both_stores!(
     router_gateway_ip_is_pinned_sqlite,
     router_gateway_ip_is_pinned_postgres
 );
+
+/// `security_groups` is a `type:uuid_list`: duplicates are refused, on create and update
+/// (neutron/extensions/securitygroup.py, neutron_lib/api/validators `_validate_list_of_items`).
+async fn duplicate_security_groups(srv: &TestServer) {
+    let net = id(&srv.network(P, json!({})).await);
+    let (s, b) = srv
+        .post(
+            "/v2.0/security-groups",
+            P,
+            json!({"security_group": {"name": "web"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let sg = id(&b["security_group"]);
+    let expected =
+        format!("Invalid input for security_groups. Reason: Duplicate items in the list: '{sg}'.");
+    let (s, b) = srv
+        .post(
+            "/v2.0/ports",
+            P,
+            json!({"port": {"network_id": net, "security_groups": [sg, sg]}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(message(&b), expected);
+    let port = srv.port(P, json!({"network_id": net})).await;
+    let url = format!("/v2.0/ports/{}", id(&port));
+    let (s, b) = srv
+        .put(&url, P, json!({"port": {"security_groups": [sg, sg]}}))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(message(&b), expected);
+    let (_, b) = srv.get(&url, P).await;
+    assert_eq!(b["port"]["security_groups"], port["security_groups"]);
+    let (s, b) = srv
+        .put(&url, P, json!({"port": {"security_groups": [sg]}}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["port"]["security_groups"], json!([sg]));
+}
+
+on_both_stores!(
+    duplicate_security_groups,
+    "",
+    duplicate_security_groups_sqlite,
+    duplicate_security_groups_postgres
+);

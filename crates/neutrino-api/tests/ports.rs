@@ -757,7 +757,7 @@ async fn port_security_and_address_pairs() {
         .put(
             &format!("/v2.0/ports/{pid}"),
             "member:p1",
-            json!({"port": {"port_security_enabled": true, "security_groups": [sg, sg], "allowed_address_pairs": [{"ip_address": "10.0.0.9"}, {"ip_address": "10.1.0.0/24", "mac_address": "fa:16:3e:01:01:01"}]}}),
+            json!({"port": {"port_security_enabled": true, "security_groups": [sg], "allowed_address_pairs": [{"ip_address": "10.0.0.9"}, {"ip_address": "10.1.0.0/24", "mac_address": "fa:16:3e:01:01:01"}]}}),
         )
         .await;
     assert_eq!(s, 200, "{b}");

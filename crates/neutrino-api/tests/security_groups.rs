@@ -238,7 +238,7 @@ async fn e6(srv: &TestServer) {
     let (s, p2) = port(
         srv,
         "member:p1",
-        json!({"network_id": net_id, "security_groups": [web_id, web_id]}),
+        json!({"network_id": net_id, "security_groups": [web_id]}),
     )
     .await;
     assert_eq!(s, 201, "{p2}");

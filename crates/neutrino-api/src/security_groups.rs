@@ -458,6 +458,19 @@ async fn create(
         ensure_default(&mut tx, &ctx, &project).await?;
         db::create(&mut tx, &KIND, sg).await?;
         let created = rules::create_template(&mut tx, sg, false).await?;
+        // The group's default rules count against the project's rule quota (Neutron's
+        // `quota_limit_check(security_group_rule=<template rules>)` in create_security_group).
+        // They are inserted already, so a delta of 0 asks "is the project over its limit
+        // now?"; 409 `OverQuota` rolls the whole transaction back, group included.
+        common::check_quota(
+            &st,
+            &mut tx,
+            "security_group_rule",
+            &rules::KIND,
+            &project,
+            0,
+        )
+        .await?;
         let mut doc = render_base(&st, &ctx, sg, false);
         doc.insert(
             "security_group_rules".into(),

@@ -357,3 +357,53 @@ on_both_stores!(
     duplicate_security_groups_sqlite,
     duplicate_security_groups_postgres
 );
+
+/// A new group's default rules count against the rule quota: 409 `OverQuota` and no group
+/// (neutron/db/securitygroups_db.py `create_security_group`: `quota_limit_check`).
+async fn security_group_rule_quota(srv: &TestServer) {
+    // The default group (4 rules) and one group (2 rules) fit a limit of 6.
+    let (s, b) = srv
+        .put(
+            "/v2.0/quotas/p1",
+            "admin",
+            json!({"quota": {"security_group_rule": 6}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = srv
+        .post(
+            "/v2.0/security-groups",
+            P,
+            json!({"security_group": {"name": "one"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = srv
+        .post(
+            "/v2.0/security-groups",
+            P,
+            json!({"security_group": {"name": "two"}}),
+        )
+        .await;
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(err_type(&b), "OverQuota");
+    assert_eq!(
+        message(&b),
+        "Quota exceeded for resources: ['security_group_rule']."
+    );
+    let (_, b) = srv.get("/v2.0/security-groups?name=two", P).await;
+    assert_eq!(b["security_groups"], json!([]), "{b}");
+    let (_, b) = srv.get("/v2.0/security-group-rules", P).await;
+    assert_eq!(
+        b["security_group_rules"].as_array().unwrap().len(),
+        6,
+        "{b}"
+    );
+}
+
+on_both_stores!(
+    security_group_rule_quota,
+    "",
+    security_group_rule_quota_sqlite,
+    security_group_rule_quota_postgres
+);

@@ -351,7 +351,23 @@ async fn update(
     let expected = common::if_match(&headers)?;
     let changes = attrs::prepare_update(&[ATTRS], common::parse_update(&body, "address_group")?)?;
     let mut tx = st.db.begin().await?;
-    let mut group = load_for_write(&st, &ctx, &mut tx, &id, "update_address_group").await?;
+    let mut group = match db::get_for_update(&mut tx, &st.db, &KIND, &id).await? {
+        Some(g) if readable(&st, &ctx, &g) => g,
+        _ => return Err(not_found(&id)),
+    };
+    if !allowed(&st, &ctx, "update_address_group", &group) {
+        // Neutron loads the group for an update's policy check with only `id` and
+        // `project_id` (neutron/api/v2/base.py `_update`: `shared` has a default, so it is
+        // not fetched), then hides the object when `get_address_group` fails on that. A
+        // project that sees the group only through RBAC therefore gets 404, not 403.
+        let mut fetched = group.clone();
+        fetched.remove("shared");
+        return Err(if st.policy.check(&ctx, "get_address_group", &fetched) {
+            ApiError::forbidden("rule:update_address_group")
+        } else {
+            common::hidden_not_found()
+        });
+    }
     common::check_revision(expected, &group)?;
     let before = group.clone();
     for (k, v) in changes {

@@ -8,6 +8,8 @@ use support::{TestServer, err_type, id};
 
 const P: &str = "member:p1";
 const READER: &str = "reader:p1";
+/// A project RBAC policies can name (their targets are UUIDs).
+const OTHER: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 fn message(b: &Value) -> &str {
     b["NeutronError"]["message"].as_str().unwrap_or("")
@@ -406,4 +408,63 @@ on_both_stores!(
     "",
     security_group_rule_quota_sqlite,
     security_group_rule_quota_postgres
+);
+
+/// A project that sees an address group through RBAC and tries to update it gets 404, as
+/// Neutron: its update loads the group without `shared` (neutron/api/v2/base.py `_update`),
+/// so `get_address_group` fails on it too and the object is hidden. Deleting and the address
+/// actions see the whole group and answer 403.
+async fn shared_address_group_update(srv: &TestServer) {
+    let (s, b) = srv
+        .post(
+            "/v2.0/address-groups",
+            P,
+            json!({"address_group": {"name": "ag", "addresses": ["10.0.0.0/24"]}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let ag = id(&b["address_group"]);
+    let (s, b) = srv
+        .post(
+            "/v2.0/rbac-policies",
+            P,
+            json!({"rbac_policy": {"object_type": "address_group", "object_id": ag,
+                "action": "access_as_shared", "target_tenant": OTHER}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let other = format!("member:{OTHER}");
+    let url = format!("/v2.0/address-groups/{ag}");
+    let (s, _) = srv.get(&url, &other).await;
+    assert_eq!(s, 200);
+    let (s, b) = srv
+        .put(&url, &other, json!({"address_group": {"name": "x"}}))
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(err_type(&b), "HTTPNotFound");
+    assert_eq!(message(&b), "The resource could not be found.");
+    let (s, b) = srv.delete(&url, &other).await;
+    assert_eq!(s, 403, "{b}");
+    let (s, b) = srv
+        .put(
+            &format!("{url}/add_addresses"),
+            &other,
+            json!({"addresses": ["10.1.0.0/24"]}),
+        )
+        .await;
+    assert_eq!(s, 403, "{b}");
+    // The owner's reader sees the whole group: 403.
+    let (s, b) = srv
+        .put(&url, READER, json!({"address_group": {"name": "x"}}))
+        .await;
+    assert_eq!(s, 403, "{b}");
+    let (_, b) = srv.get(&url, P).await;
+    assert_eq!(b["address_group"]["name"], "ag");
+}
+
+on_both_stores!(
+    shared_address_group_update,
+    "",
+    shared_address_group_update_sqlite,
+    shared_address_group_update_postgres
 );

@@ -493,8 +493,10 @@ async fn update(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     Path((fip_id, pf_id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let expected = common::if_match(&headers)?;
     let mut changes =
         attrs::prepare_update(&[ATTRS], common::parse_update(&body, "port_forwarding")?)?;
     validate(&mut changes)?;
@@ -504,6 +506,9 @@ async fn update(
         Some(pf) if str_of(&pf, "floatingip_id") == fip_id => pf,
         _ => return Err(not_found(&pf_id)),
     };
+    // A port forwarding has standard attributes (its description), so Neutron's
+    // revision-if-match holds for it as for any other resource.
+    common::check_revision(expected, &pf)?;
     common::enforce(
         &st,
         &ctx,
@@ -568,15 +573,18 @@ async fn delete(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     Path((fip_id, pf_id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     common::reject_body(&body)?;
+    let expected = common::if_match(&headers)?;
     let mut tx = st.db.begin().await?;
     let mut fip = parent(&st, &mut tx, &ctx, &fip_id).await?;
     let pf = match db::get_for_update(&mut tx, &st.db, &KIND, &pf_id).await? {
         Some(pf) if str_of(&pf, "floatingip_id") == fip_id => pf,
         _ => return Err(not_found(&pf_id)),
     };
+    common::check_revision(expected, &pf)?;
     common::enforce(
         &st,
         &ctx,

@@ -468,3 +468,102 @@ on_both_stores!(
     shared_address_group_update_sqlite,
     shared_address_group_update_postgres
 );
+
+/// Port forwardings: the list shows each entry as `show` does, and If-Match holds on update
+/// and delete (a port forwarding has standard attributes; neutron/db/models/port_forwarding.py
+/// and neutron/services/revisions/revision_plugin.py).
+async fn port_forwardings(srv: &TestServer) {
+    let l = srv.routed(P, json!({}), json!({})).await;
+    let fip = id(&floatingip(srv, json!({"floating_network_id": l.ext})).await);
+    let vm = srv.port(P, json!({"network_id": l.net})).await;
+    let url = format!("/v2.0/floatingips/{fip}/port_forwardings");
+    let mut ids = Vec::new();
+    for (ext, proto) in [(2222, "tcp"), (5353, "udp")] {
+        let (s, b) = srv
+            .post(
+                &url,
+                P,
+                json!({"port_forwarding": {"external_port": ext, "internal_port": 22,
+                    "internal_ip_address": vm["fixed_ips"][0]["ip_address"],
+                    "internal_port_id": vm["id"], "protocol": proto, "description": "d"}}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        ids.push(id(&b["port_forwarding"]));
+    }
+    let (s, b) = srv.get(&url, P).await;
+    assert_eq!(s, 200, "{b}");
+    let listed = b["port_forwardings"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2);
+    for entry in &listed {
+        let (s, shown) = srv.get(&format!("{url}/{}", id(entry)), P).await;
+        assert_eq!(s, 200);
+        assert_eq!(entry, &shown["port_forwarding"]);
+        for k in [
+            "id",
+            "external_port",
+            "internal_port",
+            "internal_ip_address",
+            "protocol",
+            "internal_port_id",
+            "description",
+        ] {
+            assert!(entry.get(k).is_some(), "{k} missing from {entry}");
+        }
+    }
+    // If-Match.
+    let one = format!("{url}/{}", ids[0]);
+    let body = json!({"port_forwarding": {"description": "new"}});
+    let (s, b) = srv
+        .call_h(
+            "PUT",
+            &one,
+            P,
+            Some(body.clone()),
+            &[("If-Match", "revision_number=99")],
+        )
+        .await;
+    assert_eq!(s, 412, "{b}");
+    let (_, b) = srv.get(&one, P).await;
+    assert_eq!(b["port_forwarding"]["description"], "d");
+    let (s, b) = srv
+        .call_h(
+            "PUT",
+            &one,
+            P,
+            Some(body),
+            &[("If-Match", "revision_number=1")],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["port_forwarding"]["description"], "new");
+    let (s, b) = srv
+        .call_h(
+            "DELETE",
+            &one,
+            P,
+            None,
+            &[("If-Match", "revision_number=1")],
+        )
+        .await;
+    assert_eq!(s, 412, "{b}");
+    let (s, _) = srv.get(&one, P).await;
+    assert_eq!(s, 200, "still there");
+    let (s, b) = srv
+        .call_h(
+            "DELETE",
+            &one,
+            P,
+            None,
+            &[("If-Match", "revision_number=2")],
+        )
+        .await;
+    assert_eq!(s, 204, "{b}");
+}
+
+on_both_stores!(
+    port_forwardings,
+    "",
+    port_forwardings_sqlite,
+    port_forwardings_postgres
+);

@@ -72,8 +72,8 @@ pub const ATTRS: &[Attr] = &[
         D::EmptyList,
     ),
     attr("is_default", true, true, Ty::Bool, D::Bool(false)),
-    attr("dns_domain", true, true, Ty::Str(255), D::None),
-    attr("qos_policy_id", true, true, Ty::UuidOrNull, D::None),
+    // No `dns_domain` (dns-integration) nor `qos_policy_id` (qos): we announce neither
+    // extension, so Neutron's attribute map has neither and refuses them as unrecognized.
 ];
 
 /// Routes of this collection.

@@ -958,6 +958,45 @@ async fn check_pool_affinity(
     Ok(())
 }
 
+/// The segment a new subnet names must exist and belong to the subnet's network, and a
+/// network's subnets are either all on segments or none is, as Neutron's `_save_subnet` and
+/// `_validate_segment` (neutron/db/ipam_backend_mixin.py): 404 `SegmentNotFound`, 400
+/// `NetworkIdsDontMatch`, 400 `SubnetsNotAllAssociatedWithSegments`.
+async fn check_segment(
+    tx: &mut sqlx::AnyConnection,
+    network_id: &str,
+    segment_id: Option<&str>,
+) -> ApiResult<()> {
+    if let Some(seg_id) = segment_id {
+        let Some(seg) = db::get(&mut *tx, &crate::ml2::KIND, seg_id).await? else {
+            return Err(ApiError::not_found("Segment", seg_id));
+        };
+        if str_of(&seg, "network_id") != Some(network_id) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NetworkIdsDontMatch",
+                format!(
+                    "The subnet's network id, '{network_id}', doesn't match the network_id of segment '{seg_id}'"
+                ),
+            ));
+        }
+    }
+    let others = db::list(&mut *tx, &KIND, Some(("network_id", network_id))).await?;
+    if others
+        .iter()
+        .any(|s| str_of(s, "segment_id").is_some() != segment_id.is_some())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SubnetsNotAllAssociatedWithSegments",
+            format!(
+                "All of the subnets on network '{network_id}' must either all be associated with segments or all not associated with any segment."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A subnet needs its network's MTU to reach its protocol's minimum (68 for IPv4, 1280 for
 /// IPv6): 409 `NetworkMTUSubnetConflict` otherwise, as Neutron's
 /// `_validate_subnet_network_mtu` (neutron/db/db_base_plugin_v2.py). A network without an
@@ -1049,6 +1088,7 @@ async fn create_one(
         .and_then(|p| str_of(p, "id"))
         .map(str::to_string);
     check_pool_affinity(tx, &network_id, req.version, pool_id.as_deref()).await?;
+    check_segment(tx, &network_id, str_of(&req.obj, "segment_id")).await?;
     let project = str_of(&req.obj, "project_id")
         .unwrap_or_default()
         .to_string();

@@ -567,3 +567,92 @@ on_both_stores!(
     port_forwardings_sqlite,
     port_forwardings_postgres
 );
+
+/// References to objects that do not exist are refused as Neutron refuses them: a subnet's
+/// `segment_id` (neutron/db/ipam_backend_mixin.py `_save_subnet`, `_validate_segment`), and
+/// attributes of extensions we do not announce (`qos_policy_id`: qos, `dns_domain`:
+/// dns-integration) are unrecognized (neutron_lib/api/attributes.py `verify_attributes`).
+async fn references_checked(srv: &TestServer) {
+    const RANDOM: &str = "11111111-1111-4111-8111-111111111111";
+    let net = id(&srv.network("admin", json!({})).await);
+    let other = id(&srv.network("admin", json!({})).await);
+    let segment_of = |n: String| async move {
+        let (s, b) = srv
+            .get(&format!("/v2.0/segments?network_id={n}"), "admin")
+            .await;
+        assert_eq!(s, 200, "{b}");
+        id(&b["segments"][0])
+    };
+    let seg = segment_of(net.clone()).await;
+    let foreign = segment_of(other).await;
+    let subnet = |segment: Value, cidr: &str| json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": cidr, "segment_id": segment}});
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnets",
+            "admin",
+            subnet(json!(RANDOM), "10.5.0.0/24"),
+        )
+        .await;
+    assert_eq!(s, 404, "{b}");
+    assert_eq!(err_type(&b), "SegmentNotFound");
+    assert_eq!(message(&b), format!("Segment {RANDOM} could not be found."));
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnets",
+            "admin",
+            subnet(json!(foreign), "10.5.0.0/24"),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(err_type(&b), "NetworkIdsDontMatch");
+    assert_eq!(
+        message(&b),
+        format!(
+            "The subnet's network id, '{net}', doesn't match the network_id of segment '{foreign}'"
+        )
+    );
+    let (_, b) = srv
+        .get(&format!("/v2.0/subnets?network_id={net}"), "admin")
+        .await;
+    assert_eq!(b["subnets"], json!([]), "nothing created");
+    let (s, b) = srv
+        .post("/v2.0/subnets", "admin", subnet(json!(seg), "10.5.0.0/24"))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["subnet"]["segment_id"], seg.as_str());
+    // A network's subnets are all on segments or none is.
+    let (s, b) = srv
+        .post("/v2.0/subnets", "admin", subnet(Value::Null, "10.6.0.0/24"))
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(err_type(&b), "SubnetsNotAllAssociatedWithSegments");
+    for attr in ["qos_policy_id", "dns_domain"] {
+        let value = if attr == "qos_policy_id" {
+            json!(RANDOM)
+        } else {
+            json!("example.org.")
+        };
+        let expected = format!("Unrecognized attribute(s) '{attr}'");
+        let (s, b) = srv
+            .post("/v2.0/networks", P, json!({"network": {attr: value}}))
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert_eq!(message(&b), expected);
+        let (s, b) = srv
+            .put(
+                &format!("/v2.0/networks/{net}"),
+                "admin",
+                json!({"network": {attr: value}}),
+            )
+            .await;
+        assert_eq!(s, 400, "{b}");
+        assert_eq!(message(&b), expected);
+    }
+}
+
+on_both_stores!(
+    references_checked,
+    "",
+    references_checked_sqlite,
+    references_checked_postgres
+);

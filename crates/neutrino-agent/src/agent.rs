@@ -16,6 +16,7 @@
 //! down for lack of an answer, and it never touches the dataplane on exit, so restarting the
 //! agent (or the server) does not interrupt traffic.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,10 +180,7 @@ pub fn reconcilers(
         v.push(Box::new(Dhcp::new(
             net.clone(),
             procs.clone(),
-            DhcpSettings {
-                cfg: d.clone(),
-                dir: cfg.state_path.join("dhcp"),
-            },
+            DhcpSettings::new(d.clone(), cfg.state_path.join("dhcp")),
         )));
     }
     v.push(crate::secgroups::reconciler(cfg));
@@ -227,10 +225,10 @@ fn metadata_settings(cfg: &AgentConfig) -> crate::metadata::MetadataSettings {
     crate::metadata::MetadataSettings {
         cfg: m,
         dir: cfg.state_path.join("metadata"),
-        dhcp: cfg.dhcp.as_ref().map(|d| DhcpSettings {
-            cfg: d.clone(),
-            dir: cfg.state_path.join("dhcp"),
-        }),
+        dhcp: cfg
+            .dhcp
+            .as_ref()
+            .map(|d| DhcpSettings::new(d.clone(), cfg.state_path.join("dhcp"))),
     }
 }
 
@@ -267,12 +265,72 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
 }
 
-async fn heartbeat(client: Arc<ApiClient>, mut reports: Vec<AgentReport>, interval: u64) {
+/// Most errors one agent's status shows (the rest are in the log).
+const MAX_STATUS_ERRORS: usize = 20;
+/// Longest error text in the status.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// The agent (by type) whose status shows a reconciler's failures: DHCP servers under the
+/// DHCP agent, routers under the L3 agent, metadata haproxies under the metadata agent, the
+/// rest (wiring, security groups) under the L2 agent.
+fn agent_type_of(reconciler: &str) -> &'static str {
+    match reconciler {
+        "dhcp" => agent_type::DHCP,
+        "l3" => agent_type::L3,
+        "metadata" => agent_type::METADATA,
+        _ => agent_type::LINUXBRIDGE,
+    }
+}
+
+/// The failures of the last pass, by agent type, as the agents' reported status shows them
+/// (`configurations.errors`: `"<reconciler> <object>: <error>"`, sorted, bounded).
+pub fn status_errors(failures: &[crate::runner::Failure]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in failures {
+        let mut text = format!("{} {}: {}", f.reconciler, f.object, f.error);
+        if text.chars().count() > MAX_ERROR_CHARS {
+            text = text.chars().take(MAX_ERROR_CHARS).collect::<String>() + "...";
+        }
+        out.entry(agent_type_of(f.reconciler).to_string())
+            .or_default()
+            .push(text);
+    }
+    for v in out.values_mut() {
+        v.sort();
+        v.dedup();
+        v.truncate(MAX_STATUS_ERRORS);
+    }
+    out
+}
+
+/// Puts the errors of `errors` for `r`'s agent into its `configurations.errors` (the L2
+/// agent also shows those of an agent type this process does not report).
+fn set_errors(r: &mut AgentReport, errors: &BTreeMap<String, Vec<String>>, types: &[String]) {
+    let mut mine: Vec<String> = errors.get(&r.agent_type).cloned().unwrap_or_default();
+    if r.agent_type == agent_type::LINUXBRIDGE {
+        for (t, e) in errors {
+            if !types.contains(t) {
+                mine.extend(e.iter().cloned());
+            }
+        }
+    }
+    r.configurations.insert("errors".into(), json!(mine));
+}
+
+async fn heartbeat(
+    client: Arc<ApiClient>,
+    mut reports: Vec<AgentReport>,
+    interval: u64,
+    mut health: watch::Receiver<BTreeMap<String, Vec<String>>>,
+) {
     let mut interval = Duration::from_secs(interval);
     let mut failures = 0;
+    let types: Vec<String> = reports.iter().map(|r| r.agent_type.clone()).collect();
     loop {
         let mut ok = true;
+        let errors = health.borrow_and_update().clone();
         for r in reports.iter_mut() {
+            set_errors(r, &errors, &types);
             match client.report(r).await {
                 Ok(reply) => {
                     if r.start_flag {
@@ -293,7 +351,12 @@ async fn heartbeat(client: Arc<ApiClient>, mut reports: Vec<AgentReport>, interv
         } else {
             backoff(failures).min(interval)
         };
-        tokio::time::sleep(wait).await;
+        // A change of the errors is reported at once (an operator, or a test, waiting for
+        // `openstack network agent show` should not wait for the next heartbeat).
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            r = health.changed() => if r.is_err() { tokio::time::sleep(wait).await },
+        }
     }
 }
 
@@ -368,10 +431,12 @@ pub async fn run_with(
     let host = cfg.host.clone();
     tracing::info!(%host, roles = recs.len(), "agent starting");
     let mut tasks = tokio::task::JoinSet::new();
+    let (health_tx, health_rx) = watch::channel(BTreeMap::new());
     tasks.spawn(heartbeat(
         client.clone(),
         reports(&cfg),
         cfg.report_interval,
+        health_rx,
     ));
     spawn_metadata_proxy(&cfg, client.clone(), &mut tasks);
     let (wake_tx, mut wake_rx) = mpsc::unbounded_channel();
@@ -515,6 +580,14 @@ pub async fn run_with(
                 }
             }
         }
+        let errors = status_errors(&pass.failures);
+        health_tx.send_if_modified(|h| {
+            let changed = *h != errors;
+            if changed {
+                *h = errors;
+            }
+            changed
+        });
         match pass.result() {
             Ok(()) if !need_state => {
                 failures = 0;
@@ -554,6 +627,59 @@ mod tests {
             .into_iter()
             .map(|r| (r.agent_type, r.binary))
             .collect()
+    }
+
+    #[test]
+    fn failures_show_in_their_agents_status() {
+        use crate::runner::Failure;
+        let f = |reconciler, object: &str, msg: &str| Failure {
+            reconciler,
+            object: object.into(),
+            error: neutrino_host::HostError::Invalid(msg.into()),
+        };
+        let errors = status_errors(&[
+            f(
+                "dhcp",
+                "net1",
+                "dnsmasq: cannot read /s/host: Permission denied",
+            ),
+            f("l2", "tap1", "no such device"),
+            f("metadata", "qrouter-1", "haproxy: exited"),
+        ]);
+        assert_eq!(
+            errors[agent_type::DHCP],
+            vec!["dhcp net1: dnsmasq: cannot read /s/host: Permission denied".to_string()]
+        );
+        let c = cfg("agent_roles = l2,dhcp\n");
+        let mut reps = reports(&c);
+        let types: Vec<String> = reps.iter().map(|r| r.agent_type.clone()).collect();
+        for r in reps.iter_mut() {
+            set_errors(r, &errors, &types);
+        }
+        let of = |t: &str| {
+            reps.iter()
+                .find(|r| r.agent_type == t)
+                .unwrap()
+                .configurations["errors"]
+                .clone()
+        };
+        assert_eq!(
+            of(agent_type::DHCP),
+            json!(["dhcp net1: dnsmasq: cannot read /s/host: Permission denied"])
+        );
+        // No metadata agent reported here: its errors show under the L2 agent.
+        assert_eq!(
+            of(agent_type::LINUXBRIDGE),
+            json!([
+                "l2 tap1: no such device",
+                "metadata qrouter-1: haproxy: exited"
+            ])
+        );
+        // No failures: an empty list (the status says so instead of keeping old errors).
+        for r in reps.iter_mut() {
+            set_errors(r, &BTreeMap::new(), &types);
+            assert_eq!(r.configurations["errors"], json!([]));
+        }
     }
 
     #[test]

@@ -50,8 +50,8 @@ fn one_pass_builds_dhcp_and_l2_and_the_next_changes_nothing() {
         Box::new(Dhcp::new(
             net.clone(),
             procs.clone(),
-            DhcpSettings {
-                cfg: DhcpConfig {
+            DhcpSettings::new(
+                DhcpConfig {
                     domain: "openstacklocal".into(),
                     enable_isolated_metadata: false,
                     dns_servers: vec![],
@@ -59,8 +59,8 @@ fn one_pass_builds_dhcp_and_l2_and_the_next_changes_nothing() {
                     lease_duration: 86400,
                     lease_max: 1 << 24,
                 },
-                dir: dir.join("dhcp"),
-            },
+                dir.join("dhcp"),
+            ),
         )),
         Box::new(L2::new(
             net.clone(),

@@ -52,6 +52,17 @@ pub enum HostError {
     /// A request that cannot be carried out as asked (bad name, missing object in a fake).
     #[error("{0}")]
     Invalid(String),
+    /// A supervised daemon runs but did not do what it was started or signalled for (it
+    /// could not read its files, it exited): the reason as it logged it.
+    #[error("{program}: {reason} (log: {})", log.display())]
+    Daemon {
+        /// The program (`dnsmasq`).
+        program: String,
+        /// What went wrong.
+        reason: String,
+        /// Its log file, where the operator reads more.
+        log: PathBuf,
+    },
 }
 
 impl HostError {

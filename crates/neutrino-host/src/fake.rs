@@ -462,10 +462,48 @@ struct ProcState {
     procs: BTreeMap<u32, Vec<String>>,
     signals: Vec<Signal>,
     netns: BTreeMap<u32, Option<String>>,
+    unreadable: BTreeSet<std::path::PathBuf>,
+    fail_start: Option<String>,
+}
+
+/// Appends what dnsmasq logs when it (re)reads its files to its `--log-facility=` file:
+/// `read FILE` or `cannot read FILE: ERROR` (`failed to load names from FILE: ERROR` for
+/// `--addn-hosts`), as dnsmasq 2.90 words it.
+fn dnsmasq_reads(argv: &[String], unreadable: &BTreeSet<std::path::PathBuf>) {
+    use std::io::Write as _;
+    if argv.first().map(|p| p.rsplit('/').next()) != Some(Some("dnsmasq")) {
+        return;
+    }
+    let Some(log) = argv.iter().find_map(|a| a.strip_prefix("--log-facility=")) else {
+        return;
+    };
+    let mut lines = String::new();
+    for (opt, fail) in [
+        ("--addn-hosts=", "failed to load names from"),
+        ("--dhcp-hostsfile=", "cannot read"),
+        ("--dhcp-optsfile=", "cannot read"),
+    ] {
+        for f in argv.iter().filter_map(|a| a.strip_prefix(opt)) {
+            let denied = unreadable.contains(std::path::Path::new(f));
+            match std::fs::read(f) {
+                Ok(_) if !denied => lines.push_str(&format!("dnsmasq[1]: read {f}\n")),
+                Ok(_) => lines.push_str(&format!("dnsmasq[1]: {fail} {f}: Permission denied\n")),
+                Err(e) => lines.push_str(&format!("dnsmasq[1]: {fail} {f}: {e}\n")),
+            }
+        }
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = file.write_all(lines.as_bytes());
+    }
 }
 
 /// An in-memory [`Procs`]: started "daemons" write their `--pid-file=` like dnsmasq does
-/// (or `-p`, like haproxy).
+/// (or `-p`, like haproxy); a "dnsmasq" also logs reading its files, like the real one, on
+/// start and on SIGHUP.
 #[derive(Debug, Default)]
 pub struct FakeProcs {
     st: Mutex<ProcState>,
@@ -492,11 +530,39 @@ impl FakeProcs {
     pub fn running(&self) -> Vec<Vec<String>> {
         self.lock().procs.values().cloned().collect()
     }
+
+    /// Daemons cannot read `path` (as dnsmasq dropped to a user without access), or can
+    /// again with `false`.
+    pub fn unreadable(&self, path: &std::path::Path, yes: bool) {
+        let mut st = self.lock();
+        if yes {
+            st.unreadable.insert(path.to_path_buf());
+        } else {
+            st.unreadable.remove(path);
+        }
+    }
+
+    /// The next start fails with this message on stderr (once).
+    pub fn fail_next_start(&self, stderr: &str) {
+        self.lock().fail_start = Some(stderr.to_string());
+    }
 }
 
 impl Procs for FakeProcs {
-    fn start(&self, netns: Option<&str>, argv: &[String]) -> Result<(), HostError> {
+    fn start(
+        &self,
+        netns: Option<&str>,
+        argv: &[String],
+        _log: Option<&std::path::Path>,
+    ) -> Result<(), HostError> {
         let mut st = self.lock();
+        if let Some(stderr) = st.fail_start.take() {
+            return Err(HostError::Failed {
+                cmd: argv.join(" "),
+                status: "exit status: 2".into(),
+                stderr,
+            });
+        }
         st.next_pid += 1;
         let pid = 100_000 + st.next_pid;
         // dnsmasq's `--pid-file=PATH`, haproxy's `-p PATH`.
@@ -513,6 +579,7 @@ impl Procs for FakeProcs {
         }
         st.procs.insert(pid, argv.to_vec());
         st.netns.insert(pid, netns.map(str::to_string));
+        dnsmasq_reads(argv, &st.unreadable);
         Ok(())
     }
 
@@ -525,6 +592,8 @@ impl Procs for FakeProcs {
         st.signals.push(sig);
         if sig != Signal::Hup {
             st.procs.remove(&pid);
+        } else if let Some(argv) = st.procs.get(&pid) {
+            dnsmasq_reads(argv, &st.unreadable);
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Supervised daemons (dnsmasq now; keepalived and haproxy later).
+//! Supervised daemons (dnsmasq, haproxy).
 //!
 //! [`Procs`] is the OS facility: start a daemonising program (optionally inside a named
 //! namespace), read a process's command line, signal it, list a namespace's processes.
@@ -7,16 +7,28 @@
 //! not running (respawn), restarts it when its command line must change, sends SIGHUP when
 //! only its files changed, and stops it on delete.
 //!
+//! Every daemon has a log file of its own ([`Daemon::log`]): what the starting process prints
+//! (a daemon's start-up errors) is appended to it, and the file is open as descriptor
+//! [`LOG_FD`] in the daemon, for daemons that log to a descriptor (haproxy's `log fd@9`, which
+//! keeps working after it daemonised and closed its standard streams). [`LogWatch`] reads what
+//! a daemon logged after a given moment, so callers can verify it loaded its files. Daemons
+//! run as the agent's own user ([`agent_user`]): they read files the agent wrote, wherever its
+//! state directory is and whatever its mode.
+//!
 //! Daemons daemonise and write their pid file, so they outlive an agent restart (DHCP keeps
 //! answering) and are adopted again by the next agent from the pid file. A pid is only ever
 //! signalled when `/proc/PID/cmdline` proves it is our daemon (same program, and our pid file
 //! on its command line), so a recycled pid is never killed by mistake.
 
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::HostError;
-use crate::exec::run;
+use crate::exec::{run, show};
+
+/// The descriptor a daemon's log file is open as in the daemon (haproxy: `log fd@9`).
+pub const LOG_FD: i32 = 9;
 
 /// A signal we send to daemons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +44,14 @@ pub enum Signal {
 /// Process operations of the host.
 pub trait Procs: Send + Sync {
     /// Runs a program that daemonises (returns once the foreground process exited), inside
-    /// `netns` when given.
-    fn start(&self, netns: Option<&str>, argv: &[String]) -> Result<(), HostError>;
+    /// `netns` when given. With `log`, the program's output is appended to that file, which
+    /// is also open as [`LOG_FD`] in the program (and the daemon it leaves behind).
+    fn start(
+        &self,
+        netns: Option<&str>,
+        argv: &[String],
+        log: Option<&Path>,
+    ) -> Result<(), HostError>;
     /// The command line of a live (not zombie) process.
     fn cmdline(&self, pid: u32) -> Option<Vec<String>>;
     /// Sends a signal; a process already gone is success.
@@ -47,13 +65,21 @@ pub trait Procs: Send + Sync {
 pub struct RealProcs;
 
 impl Procs for RealProcs {
-    fn start(&self, netns: Option<&str>, argv: &[String]) -> Result<(), HostError> {
+    fn start(
+        &self,
+        netns: Option<&str>,
+        argv: &[String],
+        log: Option<&Path>,
+    ) -> Result<(), HostError> {
         let mut full: Vec<&str> = Vec::new();
         if let Some(ns) = netns {
             full.extend(["ip", "netns", "exec", ns]);
         }
         full.extend(argv.iter().map(String::as_str));
-        run(&full).map(|_| ())
+        match log {
+            None => run(&full).map(|_| ()),
+            Some(log) => start_logged(&full, log),
+        }
     }
 
     fn cmdline(&self, pid: u32) -> Option<Vec<String>> {
@@ -112,6 +138,162 @@ impl Procs for RealProcs {
     }
 }
 
+fn open_log(log: &Path) -> Result<std::fs::File, HostError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| HostError::Io {
+            op: "creating",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(log)
+        .map_err(|source| HostError::Io {
+            op: "opening",
+            path: log.to_path_buf(),
+            source,
+        })
+}
+
+/// Runs `argv` with its output captured and appended to `log`, and `log` open as [`LOG_FD`].
+fn start_logged(argv: &[&str], log: &Path) -> Result<(), HostError> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| HostError::Invalid("empty command".into()))?;
+    let mut file = open_log(log)?;
+    let fd = file.as_raw_fd();
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).stdin(std::process::Stdio::null());
+    // SAFETY: the closure runs in the child between fork and exec and only calls dup2(2),
+    // which is async-signal-safe; `fd` stays open in the parent until the child exited.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, LOG_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().map_err(|source| HostError::Spawn {
+        cmd: show(argv),
+        source,
+    })?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let stderr = text.trim().to_string();
+    if !stderr.is_empty() || !out.status.success() {
+        // Best effort: the log is for the operator; the error below carries the same text.
+        let _ = writeln!(
+            file,
+            "neutrino-agent: `{}` ({}):\n{}",
+            show(argv),
+            out.status,
+            stderr
+        );
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(HostError::Failed {
+            cmd: show(argv),
+            status: out.status.to_string(),
+            stderr,
+        })
+    }
+}
+
+/// The names of the agent's effective user and group, which daemons run as (dnsmasq's
+/// `--user`/`--group`): they read the files the agent wrote, whatever the mode of its state
+/// directory. Neutron runs its metadata haproxies as the agent's user the same way
+/// (`metadata_proxy_user` defaults to it). `("root", "root")` when the names are unknown and
+/// the agent runs as root.
+pub fn agent_user() -> (String, String) {
+    // SAFETY: geteuid(2)/getegid(2) take no arguments and cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let user = name_of("/etc/passwd", uid).unwrap_or_else(|| uid.to_string());
+    let group = name_of("/etc/group", gid).unwrap_or_else(|| gid.to_string());
+    (user, group)
+}
+
+/// The name with numeric id `id` (third field) in a passwd/group style file.
+fn name_of(file: &str, id: u32) -> Option<String> {
+    if id == 0 {
+        return Some("root".into());
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id_field = f.nth(1)?;
+        (id_field.parse::<u32>().ok()? == id).then(|| name.to_string())
+    })
+}
+
+/// Reads what a log file received after the moment the watch was made (a daemon's log,
+/// before it is signalled or started), to verify what the daemon did.
+#[derive(Debug, Clone)]
+pub struct LogWatch {
+    path: PathBuf,
+    from: u64,
+}
+
+impl LogWatch {
+    /// A watch of `path` from its current end (the start when it does not exist yet).
+    pub fn at_end(path: &Path) -> Self {
+        let from = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        LogWatch {
+            path: path.to_path_buf(),
+            from,
+        }
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What was appended since the watch began (everything, when the file was truncated or
+    /// replaced meanwhile).
+    pub fn since(&self) -> String {
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return String::new();
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let from = if len < self.from { 0 } else { self.from };
+        let mut buf = Vec::new();
+        if f.seek(std::io::SeekFrom::Start(from)).is_err() || f.read_to_end(&mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Polls [`LogWatch::since`] until `judge` gives a verdict or `timeout` passed (None).
+    pub fn wait<T>(
+        &self,
+        timeout: Duration,
+        mut judge: impl FnMut(&str) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(v) = judge(&self.since()) {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
 /// A daemon to supervise: its argument vector must make it daemonise and write `pid_file`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
@@ -121,6 +303,9 @@ pub struct Daemon {
     pub argv: Vec<String>,
     /// Its pid file (also on its command line: that is how we recognise it).
     pub pid_file: PathBuf,
+    /// Its log file: start-up output is appended to it, and it is open as [`LOG_FD`] in the
+    /// daemon.
+    pub log: Option<PathBuf>,
 }
 
 /// What [`ProcessManager::ensure`] did.
@@ -182,11 +367,13 @@ impl<'a> ProcessManager<'a> {
             }
             Some((pid, _)) => {
                 self.terminate(pid)?;
-                self.procs.start(d.netns.as_deref(), &d.argv)?;
+                self.procs
+                    .start(d.netns.as_deref(), &d.argv, d.log.as_deref())?;
                 Ok(DaemonAction::Restarted)
             }
             None => {
-                self.procs.start(d.netns.as_deref(), &d.argv)?;
+                self.procs
+                    .start(d.netns.as_deref(), &d.argv, d.log.as_deref())?;
                 Ok(DaemonAction::Started)
             }
         }
@@ -241,6 +428,7 @@ mod tests {
                 "--a".into(),
             ],
             pid_file: pid_file.clone(),
+            log: None,
         };
         assert_eq!(pm.ensure(&d, false).unwrap(), DaemonAction::Started);
         assert_eq!(pm.ensure(&d, false).unwrap(), DaemonAction::Unchanged);
@@ -257,6 +445,55 @@ mod tests {
             vec![Signal::Hup, Signal::Term, Signal::Term]
         );
         crate::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn logged_start_appends_output_and_passes_the_log_descriptor() {
+        let dir = std::env::temp_dir().join(format!("neutrino-procs3-{}", std::process::id()));
+        let log = dir.join("sub").join("daemon.log");
+        let argv = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+        RealProcs
+            .start(None, &argv("echo started; echo from-fd-9 >&9"), Some(&log))
+            .unwrap();
+        let watch = LogWatch::at_end(&log);
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("from-fd-9"), "{text}");
+        assert!(text.contains("started"), "{text}");
+        let e = RealProcs
+            .start(None, &argv("echo cannot bind >&2; exit 3"), Some(&log))
+            .unwrap_err();
+        assert!(e.to_string().contains("cannot bind"), "{e}");
+        // Only what came after the watch began.
+        let after = watch.since();
+        assert!(
+            after.contains("cannot bind") && !after.contains("from-fd-9"),
+            "{after}"
+        );
+        assert_eq!(
+            watch.wait(Duration::from_millis(10), |t| t
+                .contains("cannot bind")
+                .then_some(1)),
+            Some(1)
+        );
+        assert_eq!(
+            watch.wait(Duration::from_millis(10), |t| t
+                .contains("nope")
+                .then_some(1)),
+            None
+        );
+        crate::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn daemons_run_as_the_agents_user() {
+        // SAFETY: geteuid(2) cannot fail.
+        let uid = unsafe { libc::geteuid() };
+        let (user, group) = agent_user();
+        if uid == 0 {
+            assert_eq!((user.as_str(), group.as_str()), ("root", "root"));
+        } else {
+            assert!(!user.is_empty() && !group.is_empty());
+        }
     }
 
     #[test]

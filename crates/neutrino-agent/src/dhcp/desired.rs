@@ -27,7 +27,28 @@ pub struct DhcpSettings {
     pub cfg: DhcpConfig,
     /// `<state_path>/dhcp`.
     pub dir: PathBuf,
+    /// User dnsmasq runs as (`--user`): the agent's own, so it can read the files the agent
+    /// wrote whatever the state directory's mode ([`neutrino_host::procs::agent_user`]).
+    pub user: String,
+    /// Its group (`--group`).
+    pub group: String,
 }
+
+impl DhcpSettings {
+    /// Settings with `cfg` and `dir`, dnsmasq running as the agent's own user.
+    pub fn new(cfg: DhcpConfig, dir: PathBuf) -> Self {
+        let (user, group) = neutrino_host::procs::agent_user();
+        DhcpSettings {
+            cfg,
+            dir,
+            user,
+            group,
+        }
+    }
+}
+
+/// dnsmasq's log file in a network's directory (`--log-facility`).
+pub const LOG_FILE: &str = "dnsmasq.log";
 
 /// dnsmasq's files for one network.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -63,6 +84,8 @@ pub struct DhcpInstance {
     pub dir: PathBuf,
     /// dnsmasq's command line.
     pub argv: Vec<String>,
+    /// dnsmasq's log, `<dir>/dnsmasq.log`.
+    pub log: PathBuf,
     /// dnsmasq's files.
     pub files: Files,
     /// The ports whose entries those files hold (all but the DHCP port itself, on a served
@@ -170,19 +193,28 @@ fn lease(cfg: &DhcpConfig) -> String {
     }
 }
 
-/// dnsmasq's command line (Neutron's `Dnsmasq._build_cmdline_callback`).
+/// dnsmasq's command line (Neutron's `Dnsmasq._build_cmdline_callback`), plus `--user` and
+/// `--group` (the agent's: Neutron leaves dnsmasq to drop to `nobody`, which cannot read
+/// files under a state directory it cannot traverse, such as one in `/root`) and its log
+/// file with DHCP transactions (Neutron's `--log-facility`/`--log-dhcp` under
+/// `dnsmasq_base_log_dir`; always on here, in the network's directory).
 fn argv(
     net: &Network,
     subnets: &[&Subnet],
     dir: &Path,
     ns_dev: &str,
     cfg: &DhcpConfig,
+    s: &DhcpSettings,
 ) -> Vec<String> {
     let f = |name: &str| dir.join(name).display().to_string();
     let mut a: Vec<String> = vec![
         "dnsmasq".into(),
         "--no-hosts".into(),
         "--no-resolv".into(),
+        format!("--user={}", s.user),
+        format!("--group={}", s.group),
+        format!("--log-facility={}", f(LOG_FILE)),
+        "--log-dhcp".into(),
         format!("--pid-file={}", f("pid")),
         format!("--dhcp-hostsfile={}", f("host")),
         format!("--addn-hosts={}", f("addn_hosts")),
@@ -422,7 +454,8 @@ pub fn render(m: &HostModel, s: &DhcpSettings) -> BTreeMap<String, DhcpInstance>
                 tap: names::tap(&port.id),
                 addrs,
                 mtu: net.mtu,
-                argv: argv(net, &subnets, &dir, &ns_dev, &cfg),
+                argv: argv(net, &subnets, &dir, &ns_dev, &cfg, s),
+                log: dir.join(LOG_FILE),
                 files: files(&subnets, d, port, &cfg),
                 ready: d
                     .ports
@@ -524,6 +557,8 @@ pub(crate) mod tests {
                 lease_max: 1 << 24,
             },
             dir: dir.to_path_buf(),
+            user: "root".into(),
+            group: "root".into(),
         }
     }
 
@@ -537,7 +572,8 @@ pub(crate) mod tests {
         assert_eq!(d.addrs, vec!["10.0.0.2/24"]);
         let argv = d.argv.join(" ");
         let expected = format!(
-            "dnsmasq --no-hosts --no-resolv --pid-file=/st/dhcp/{NET}/pid \
+            "dnsmasq --no-hosts --no-resolv --user=root --group=root \
+             --log-facility=/st/dhcp/{NET}/dnsmasq.log --log-dhcp --pid-file=/st/dhcp/{NET}/pid \
              --dhcp-hostsfile=/st/dhcp/{NET}/host --addn-hosts=/st/dhcp/{NET}/addn_hosts \
              --dhcp-optsfile=/st/dhcp/{NET}/opts --dhcp-leasefile=/st/dhcp/{NET}/leases \
              --dhcp-match=set:ipxe,175 --dhcp-userclass=set:ipxe6,iPXE --local-service \

@@ -1,9 +1,16 @@
 //! Observe DHCP namespaces, devices, files and dnsmasq processes; apply the difference.
+//!
+//! A network's DHCP server counts as loaded (its ports reported dhcp-ready) only once its
+//! dnsmasq said, in its log, that it read every one of its files after the last start or
+//! SIGHUP; a dnsmasq that could not, or exited, is a failure of the pass naming the reason,
+//! and is signalled and checked again on the next pass until it succeeds.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use neutrino_host::procs::DaemonAction;
+use neutrino_host::procs::{DaemonAction, LogWatch};
 use neutrino_host::{Daemon, HostError, LinkChange, Net, ProcessManager, Procs, fs};
 
 use super::desired::{DhcpInstance, DhcpSettings, render};
@@ -13,12 +20,48 @@ use crate::runner::{Pass, Reconciler};
 
 const NAME: &str = "dhcp";
 const DNSMASQ: &str = "dnsmasq";
+/// How long dnsmasq has to log that it read its files after a start or SIGHUP (it does so
+/// within milliseconds; this bounds a stuck one).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The DHCP reconciler.
 pub struct Dhcp {
     net: Arc<dyn Net>,
     procs: Arc<dyn Procs>,
     settings: DhcpSettings,
+    /// Networks whose dnsmasq was seen reading its current files.
+    loaded: BTreeSet<String>,
+}
+
+/// What dnsmasq logged (`text`) about reading `files`: `Some(Ok)` once it read each of them,
+/// `Some(Err(reason))` when it could not read one, `None` while it has not said. dnsmasq
+/// 2.90 logs `read FILE` (`read FILE - N names` for `--addn-hosts`), `cannot read FILE:
+/// ERROR` and `failed to load names from FILE: ERROR`.
+fn judge_load(text: &str, files: &[&Path]) -> Option<Result<(), String>> {
+    let mut read = vec![false; files.len()];
+    for line in text.lines() {
+        for (i, f) in files.iter().enumerate() {
+            let f = f.display().to_string();
+            let ends_at = |pat: &str| {
+                line.find(pat).is_some_and(|at| {
+                    matches!(
+                        line[at + pat.len()..].chars().next(),
+                        None | Some(' ' | ':')
+                    )
+                })
+            };
+            if ends_at(&format!("cannot read {f}"))
+                || ends_at(&format!("failed to load names from {f}"))
+            {
+                let reason = line.split_once("]: ").map_or(line, |(_, m)| m);
+                return Some(Err(reason.trim().to_string()));
+            }
+            if ends_at(&format!(": read {f}")) {
+                read[i] = true;
+            }
+        }
+    }
+    read.iter().all(|r| *r).then_some(Ok(()))
 }
 
 fn step(pass: &mut Pass, object: &str, r: Result<(), HostError>) -> bool {
@@ -32,10 +75,38 @@ impl Dhcp {
             net,
             procs,
             settings,
+            loaded: BTreeSet::new(),
         }
     }
 
-    fn ensure(&self, d: &DhcpInstance, have_ns: bool, pass: &mut Pass) {
+    /// Waits until dnsmasq logged (after `watch` began) that it read its files; a failure
+    /// names what it could not read, or that it exited.
+    fn verify_loaded(&self, d: &DhcpInstance, watch: &LogWatch) -> Result<(), HostError> {
+        let files = [
+            d.dir.join("addn_hosts"),
+            d.dir.join("host"),
+            d.dir.join("opts"),
+        ];
+        let files: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
+        let pm = ProcessManager::new(&*self.procs);
+        let alive = || pm.running(DNSMASQ, &d.dir.join("pid")).is_some();
+        let fail = |reason: String| HostError::Daemon {
+            program: DNSMASQ.into(),
+            reason,
+            log: d.log.clone(),
+        };
+        match watch.wait(LOAD_TIMEOUT, |t| judge_load(t, &files)) {
+            Some(Ok(())) if alive() => Ok(()),
+            Some(Err(reason)) => Err(fail(reason)),
+            _ if !alive() => Err(fail("exited after start or reload".into())),
+            _ => Err(fail(format!(
+                "did not log reading its files within {}s",
+                LOAD_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    fn ensure(&mut self, d: &DhcpInstance, have_ns: bool, pass: &mut Pass) {
         let net = &*self.net;
         let ns = Some(d.netns.as_str());
         // The directory first: it is the record that this namespace is ours (the sweep
@@ -131,20 +202,38 @@ impl Dhcp {
             netns: Some(d.netns.clone()),
             argv: d.argv.clone(),
             pid_file: d.dir.join("pid"),
+            log: Some(d.log.clone()),
         };
-        match ProcessManager::new(&*self.procs).ensure(&daemon, changed) {
-            Ok(DaemonAction::Unchanged) => {}
+        // Not yet seen loading its files (agent start, or it failed before): signal it again.
+        let reload = changed || !self.loaded.contains(&d.network_id);
+        let watch = LogWatch::at_end(&d.log);
+        let action = ProcessManager::new(&*self.procs).ensure(&daemon, reload);
+        match action {
+            Ok(DaemonAction::Unchanged) => return,
             Ok(a) => {
                 pass.changes += 1;
                 tracing::info!(network_id = %d.network_id, action = ?a, "dnsmasq");
             }
-            Err(e) => pass.fail(NAME, &d.network_id, e),
+            Err(e) => {
+                self.loaded.remove(&d.network_id);
+                return pass.fail(NAME, &d.network_id, e);
+            }
+        }
+        match self.verify_loaded(d, &watch) {
+            Ok(()) => {
+                self.loaded.insert(d.network_id.clone());
+            }
+            Err(e) => {
+                self.loaded.remove(&d.network_id);
+                pass.fail(NAME, &d.network_id, e);
+            }
         }
     }
 
     /// Tears down one network's DHCP server, keeping going past failures.
-    fn remove(&self, network_id: &str, pass: &mut Pass) {
+    fn remove(&mut self, network_id: &str, pass: &mut Pass) {
         tracing::info!(%network_id, startup = pass.startup, "removing DHCP server");
+        self.loaded.remove(network_id);
         let dir = self.settings.dir.join(network_id);
         let netns = names::dhcp_ns(network_id);
         let pm = ProcessManager::new(&*self.procs);
@@ -288,6 +377,89 @@ mod tests {
         assert!(net.link(None, &names::tap(DPORT)).is_none());
         assert!(procs.running().is_empty());
         assert!(!dir.join(NET).exists());
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn judges_what_dnsmasq_logged_about_its_files() {
+        let files = [Path::new("/s/n/addn_hosts"), Path::new("/s/n/host")];
+        // As dnsmasq 2.90 logs it, to its --log-facility file.
+        let ok = "Dec  8 00:09:46 dnsmasq[13364]: read /s/n/addn_hosts - 0 names\n\
+                  Dec  8 00:09:46 dnsmasq-dhcp[13364]: read /s/n/host\n";
+        assert_eq!(judge_load(ok, &files), Some(Ok(())));
+        assert_eq!(judge_load(&ok[..60], &files), None);
+        let denied = "Dec  8 00:09:43 dnsmasq[13154]: read /s/n/addn_hosts - 0 names\n\
+                      Dec  8 00:09:43 dnsmasq[13154]: cannot read /s/n/host: Permission denied\n";
+        assert_eq!(
+            judge_load(denied, &files),
+            Some(Err("cannot read /s/n/host: Permission denied".into()))
+        );
+        let names = "dnsmasq[1]: failed to load names from /s/n/addn_hosts: Permission denied\n";
+        assert!(matches!(judge_load(names, &files), Some(Err(_))));
+        // Another file whose name starts with ours is not ours.
+        let other = "dnsmasq[1]: read /s/n/addn_hosts - 1 names\ndnsmasq[1]: read /s/n/hostx\n";
+        assert_eq!(judge_load(other, &files), None);
+    }
+
+    #[test]
+    fn a_dnsmasq_that_cannot_read_its_files_is_a_failure_and_nothing_is_ready() {
+        let dir = tmpdir("c");
+        let net = Arc::new(FakeNet::new());
+        let procs = Arc::new(FakeProcs::default());
+        let mut r = Dhcp::new(net.clone(), procs.clone(), settings(&dir));
+        let m = model();
+        let host = dir.join(NET).join("host");
+        // dnsmasq runs as a user that cannot read its hosts file (the state directory in
+        // /root and dnsmasq dropped to nobody).
+        procs.unreadable(&host, true);
+        let mut p = Pass::default();
+        r.reconcile(&m, &mut p);
+        assert!(p.dhcp_ready.is_empty(), "{:?}", p.dhcp_ready);
+        assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
+        let msg = p.failures[0].error.to_string();
+        assert!(
+            msg.contains(&format!(
+                "cannot read {}: Permission denied",
+                host.display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("dnsmasq.log"), "{msg}");
+        // Nothing changed on the host, but it is not loaded: signalled and checked again.
+        let mut p = Pass::default();
+        r.reconcile(&m, &mut p);
+        assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
+        assert_eq!(procs.signals(), vec![Signal::Hup]);
+        // Readable again: the next pass sees it load, reports the port, then stays quiet.
+        procs.unreadable(&host, false);
+        let mut p = Pass::default();
+        r.reconcile(&m, &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        assert_eq!(p.dhcp_ready.len(), 1);
+        r.reconcile(&m, &mut Pass::default());
+        assert_eq!(procs.signals(), vec![Signal::Hup, Signal::Hup]);
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_dnsmasq_that_cannot_start_is_a_failure() {
+        let dir = tmpdir("d");
+        let net = Arc::new(FakeNet::new());
+        let procs = Arc::new(FakeProcs::default());
+        let mut r = Dhcp::new(net.clone(), procs.clone(), settings(&dir));
+        procs.fail_next_start("dnsmasq: bad option at line 1 of /etc/x.conf");
+        let mut p = Pass::default();
+        r.reconcile(&model(), &mut p);
+        assert!(p.dhcp_ready.is_empty());
+        assert!(
+            p.failures[0].error.to_string().contains("bad option"),
+            "{:?}",
+            p.failures
+        );
+        let mut p = Pass::default();
+        r.reconcile(&model(), &mut p);
+        assert!(p.failures.is_empty(), "{:?}", p.failures);
+        assert_eq!(p.dhcp_ready.len(), 1);
         fs::remove_dir(&dir).unwrap();
     }
 

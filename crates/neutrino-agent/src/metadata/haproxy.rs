@@ -50,6 +50,11 @@ impl Haproxy {
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("pid")
     }
+    /// `<dir>/haproxy.log`: its start-up output and its log (`log fd@9`: the file is open as
+    /// that descriptor in haproxy, which keeps it after daemonising; no syslog needed).
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.join("haproxy.log")
+    }
 }
 
 /// haproxy's configuration: listen on the metadata address, drop whatever identity the
@@ -64,9 +69,15 @@ pub fn config(via: &Via, socket: &Path) -> String {
         c,
         "# Written by the neutrino agent (metadata proxy); do not edit."
     );
+    c.push_str("global\n    maxconn 1024\n    daemon\n");
+    let _ = writeln!(
+        c,
+        "    log fd@{} format iso daemon info\n",
+        neutrino_host::procs::LOG_FD
+    );
     c.push_str(
-        "global\n    maxconn 1024\n    daemon\n\n\
-         defaults\n    mode http\n    option http-server-close\n    option forwardfor\n    \
+        "defaults\n    log global\n    option httplog\n    mode http\n    \
+         option http-server-close\n    option forwardfor\n    \
          retries 3\n    timeout http-request 30s\n    timeout connect 30s\n    \
          timeout client 32s\n    timeout server 32s\n    timeout http-keep-alive 30s\n\n\
          listen listener\n",

@@ -124,9 +124,21 @@ impl MetadataProxies {
             netns: Some(h.netns.clone()),
             argv: h.argv.clone(),
             pid_file: h.pid_file(),
+            log: Some(h.log_file()),
         };
         match pm.ensure(&daemon, false) {
             Ok(DaemonAction::Unchanged) => {}
+            // haproxy exits non-zero on a configuration it cannot load; one that started
+            // must still be there (its alerts are in its log).
+            Ok(_) if pm.running(HAPROXY, &h.pid_file()).is_none() => pass.fail(
+                NAME,
+                &h.netns,
+                HostError::Daemon {
+                    program: HAPROXY.into(),
+                    reason: "exited after start".into(),
+                    log: h.log_file(),
+                },
+            ),
             Ok(a) => {
                 pass.changes += 1;
                 tracing::info!(netns = %h.netns, action = ?a, "metadata haproxy");
@@ -267,8 +279,8 @@ mod tests {
                 force: false,
             },
             dir: dir.join("metadata"),
-            dhcp: Some(DhcpSettings {
-                cfg: DhcpConfig {
+            dhcp: Some(DhcpSettings::new(
+                DhcpConfig {
                     domain: "openstacklocal".into(),
                     enable_isolated_metadata: isolated,
                     dns_servers: vec![],
@@ -276,8 +288,8 @@ mod tests {
                     lease_duration: 86400,
                     lease_max: 1 << 24,
                 },
-                dir: dir.join("dhcp"),
-            }),
+                dir.join("dhcp"),
+            )),
         }
     }
 
@@ -459,7 +471,7 @@ mod tests {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        procs.start(None, &argv).unwrap();
+        procs.start(None, &argv, None).unwrap();
         net.add_netns("qrouter-other").unwrap();
         net.add_device(Some("qrouter-other"), LO, None);
         net.add_addr(Some("qrouter-other"), LO, "169.254.169.254/32")

@@ -290,6 +290,7 @@ impl Net for FakeNet {
         for c in changes {
             match c {
                 LinkChange::Up => l.up = true,
+                LinkChange::Down => l.up = false,
                 LinkChange::Master(b) => l.master = Some(b.clone()),
                 LinkChange::Mtu(m) => l.mtu = *m,
                 LinkChange::Mac(m) => l.mac = m.to_ascii_lowercase(),

@@ -74,6 +74,8 @@ pub struct VxlanSpec {
 pub enum LinkChange {
     /// Set administratively up.
     Up,
+    /// Set administratively down (a port with `admin_state_up` false).
+    Down,
     /// Enslave to this bridge.
     Master(String),
     /// Set the MTU.
@@ -430,6 +432,8 @@ impl Net for IpNet {
         }
         if changes.contains(&LinkChange::Up) {
             owned.push("up".into());
+        } else if changes.contains(&LinkChange::Down) {
+            owned.push("down".into());
         }
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         run(&cmd("ip", ns, &args)).map(|_| ())

@@ -68,6 +68,9 @@ pub struct TapSpec {
     pub mtu: u32,
     /// The port's status as the server knows it.
     pub status: String,
+    /// `admin_state_up`: false keeps the device down and the port DOWN (Neutron's
+    /// linuxbridge agent).
+    pub admin_state_up: bool,
 }
 
 /// Everything L2 on this host.
@@ -182,6 +185,7 @@ pub fn render(m: &HostModel, s: &L2Settings) -> DesiredL2 {
                 bridge: names::bridge(&net.id),
                 mtu: net.mtu,
                 status: p.status.clone(),
+                admin_state_up: p.admin_state_up,
             },
         );
     }

@@ -96,11 +96,18 @@ impl L2 {
                     }
                     fresh = true;
                 }
-                self.attach(&v.name, name, mtu, if fresh { None } else { cur }, pass);
+                self.attach(
+                    &v.name,
+                    name,
+                    mtu,
+                    if fresh { None } else { cur },
+                    true,
+                    pass,
+                );
                 self.vxlan_entries(&v.name, spec, pass);
             }
             Uplink::Physical(iface) => match links.get(iface) {
-                Some(l) => self.attach(iface, name, 0, Some(l), pass),
+                Some(l) => self.attach(iface, name, 0, Some(l), true, pass),
                 None => pass.fail(
                     NAME,
                     iface,
@@ -118,13 +125,22 @@ impl L2 {
                 if cur.is_none() && !step(pass, sub, net.add_vlan(None, parent, sub, *vid)) {
                     return;
                 }
-                self.attach(sub, name, 0, cur, pass);
+                self.attach(sub, name, 0, cur, true, pass);
             }
         }
     }
 
-    /// Enslaves `dev` to `bridge`, up, with `mtu` (0: leave it).
-    fn attach(&self, dev: &str, bridge: &str, mtu: u32, cur: Option<&Link>, pass: &mut Pass) {
+    /// Enslaves `dev` to `bridge`, with `mtu` (0: leave it), up (or down when `up` is false:
+    /// a port disabled by its `admin_state_up`).
+    fn attach(
+        &self,
+        dev: &str,
+        bridge: &str,
+        mtu: u32,
+        cur: Option<&Link>,
+        up: bool,
+        pass: &mut Pass,
+    ) {
         let mut ch = Vec::new();
         if mtu > 0 && cur.is_none_or(|l| l.mtu != mtu) {
             ch.push(LinkChange::Mtu(mtu));
@@ -132,8 +148,11 @@ impl L2 {
         if cur.is_none_or(|l| l.master.as_deref() != Some(bridge)) {
             ch.push(LinkChange::Master(bridge.to_string()));
         }
-        if cur.is_none_or(|l| !l.up) {
+        if up && cur.is_none_or(|l| !l.up) {
             ch.push(LinkChange::Up);
+        }
+        if !up && cur.is_none_or(|l| l.up) {
+            ch.push(LinkChange::Down);
         }
         if !ch.is_empty() {
             tracing::info!(dev, bridge, ?ch, "wiring device");
@@ -176,13 +195,23 @@ impl L2 {
         }
     }
 
-    fn report(&mut self, port_id: &str, known: &str, status: PortStatus, pass: &mut Pass) {
+    /// Reports `status` unless the server knows it already; `disabled`: the port is DOWN
+    /// because its `admin_state_up` is false, whatever it was.
+    fn report(
+        &mut self,
+        port_id: &str,
+        known: &str,
+        status: PortStatus,
+        disabled: bool,
+        pass: &mut Pass,
+    ) {
         if known == status.as_str() {
             self.reported.remove(port_id);
             return;
         }
-        // A port never wired stays DOWN/BUILD without a report; only ACTIVE ones go DOWN.
-        if status == PortStatus::Down && known != PortStatus::Active.as_str() {
+        // A port never wired stays DOWN/BUILD without a report; only ACTIVE (or disabled)
+        // ones go DOWN.
+        if status == PortStatus::Down && known != PortStatus::Active.as_str() && !disabled {
             return;
         }
         if let Some((s, at)) = self.reported.get(port_id)
@@ -225,14 +254,21 @@ impl Reconciler for L2 {
             Err(_) => links,
         };
         for (tap, t) in &want.taps {
+            // Neutron's linuxbridge agent: a disabled port's device is set down and the port
+            // reported DOWN; enabled again, up and ACTIVE.
             let status = match links.get(tap) {
                 Some(l) if want.bridges.contains_key(&t.bridge) => {
-                    self.attach(tap, &t.bridge, t.mtu, Some(l), pass);
-                    PortStatus::Active
+                    self.attach(tap, &t.bridge, t.mtu, Some(l), t.admin_state_up, pass);
+                    if t.admin_state_up {
+                        PortStatus::Active
+                    } else {
+                        PortStatus::Down
+                    }
                 }
                 _ => PortStatus::Down,
             };
-            self.report(&t.port_id, &t.status, status, pass);
+            let disabled = !t.admin_state_up && links.contains_key(tap);
+            self.report(&t.port_id, &t.status, status, disabled, pass);
         }
         let ours: BTreeSet<&str> = want.taps.values().map(|t| t.port_id.as_str()).collect();
         self.reported.retain(|p, _| ours.contains(p.as_str()));
@@ -384,6 +420,35 @@ mod tests {
         net.remove_device(None, &tap);
         let p = pass(&mut l2, &m);
         assert_eq!(p.port_status, vec![(PORT.to_string(), PortStatus::Down)]);
+    }
+
+    #[test]
+    fn a_disabled_port_has_its_device_down_and_goes_down() {
+        let net = Arc::new(FakeNet::new());
+        let mut l2 = L2::new(net.clone(), settings());
+        let mut m = model(0);
+        let tap = names::tap(PORT);
+        net.add_device(None, &tap, Some("veth"));
+        pass(&mut l2, &m);
+        m.ports[0].status = "ACTIVE".into();
+        assert!(net.link(None, &tap).unwrap().up);
+        // admin_state_up=false: the device goes down, the port DOWN.
+        m.ports[0].admin_state_up = false;
+        let p = pass(&mut l2, &m);
+        assert!(!net.link(None, &tap).unwrap().up);
+        assert_eq!(p.port_status, vec![(PORT.to_string(), PortStatus::Down)]);
+        // A disabled port that was still BUILD goes DOWN too.
+        m.ports[0].status = "BUILD".into();
+        l2.reported.clear();
+        let p = pass(&mut l2, &m);
+        assert_eq!(p.port_status, vec![(PORT.to_string(), PortStatus::Down)]);
+        // The server says DOWN: nothing more; enabled again: up and ACTIVE.
+        m.ports[0].status = "DOWN".into();
+        assert!(pass(&mut l2, &m).port_status.is_empty());
+        m.ports[0].admin_state_up = true;
+        let p = pass(&mut l2, &m);
+        assert!(net.link(None, &tap).unwrap().up);
+        assert_eq!(p.port_status, vec![(PORT.to_string(), PortStatus::Active)]);
     }
 
     #[test]

@@ -135,6 +135,9 @@ pub(crate) fn spawn_all_in_one_agent(
         ("vxlan", "l2_population", "true".to_string()),
         // One host does everything: L2, DHCP and routers.
         ("neutrino", "agent_roles", "l2,dhcp,l3".to_string()),
+        // Instances on a network without a router get metadata too (through the DHCP
+        // namespace): a quick start's first network has none. Neutron's default is off.
+        ("DEFAULT", "enable_isolated_metadata", "true".to_string()),
     ] {
         let own = matches!(key, "identity_url" | "server_url" | "username" | "password");
         if own || ini.get(sec, key).is_none() {

@@ -354,9 +354,9 @@ def finish_topology(t: Topology, workdir: Path, errors: list) -> None:
 @pytest.fixture(scope="module")
 def topo():
     require_root()
+    # mkdtemp's mode 0700: the agents' state_path is private, as ~/... of root is (dnsmasq
+    # runs as the agent's user and reads its files there).
     workdir = Path(tempfile.mkdtemp(prefix="neutrino-dp-"))
-    # dnsmasq drops to nobody and must read its files under the agents' state_path.
-    workdir.chmod(0o755)
     t = Topology(workdir)
     try:
         t.build()

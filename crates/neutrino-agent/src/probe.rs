@@ -266,11 +266,13 @@ async fn wait_active(api: &ApiClient, port_id: &str, timeout: Duration) -> Resul
             return Ok(());
         }
         if Instant::now() > deadline {
+            let host = s(&v["port"], "binding:host_id");
             return Err(ProbeError::Timeout(format!(
-                "port {port_id} not ACTIVE after {}s (status {}; is an agent running for host {:?}?)",
+                "port {port_id} not ACTIVE after {}s (status {}): is an agent running for host \
+                 {host}? `openstack network agent list --host {host}` shows them, and \
+                 `openstack network agent show ID` the errors of their last pass",
                 timeout.as_secs(),
-                v["port"]["status"],
-                v["port"]["binding:host_id"]
+                s(&v["port"], "status"),
             )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

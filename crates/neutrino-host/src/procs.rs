@@ -367,15 +367,30 @@ impl<'a> ProcessManager<'a> {
             }
             Some((pid, _)) => {
                 self.terminate(pid)?;
-                self.procs
-                    .start(d.netns.as_deref(), &d.argv, d.log.as_deref())?;
+                self.start(d)?;
                 Ok(DaemonAction::Restarted)
             }
             None => {
-                self.procs
-                    .start(d.netns.as_deref(), &d.argv, d.log.as_deref())?;
+                self.start(d)?;
                 Ok(DaemonAction::Started)
             }
+        }
+    }
+
+    /// Starts `d`; a daemon with a log that fails to start is a [`HostError::Daemon`] with
+    /// what it printed (its whole command line is in its log).
+    fn start(&self, d: &Daemon) -> Result<(), HostError> {
+        let r = self
+            .procs
+            .start(d.netns.as_deref(), &d.argv, d.log.as_deref());
+        match (r, &d.log) {
+            (Err(HostError::Failed { status, stderr, .. }), Some(log)) => Err(HostError::Daemon {
+                program: program_name(d.argv.first().map(String::as_str).unwrap_or_default())
+                    .to_string(),
+                reason: format!("failed to start ({status}): {stderr}"),
+                log: log.clone(),
+            }),
+            (r, _) => r,
         }
     }
 

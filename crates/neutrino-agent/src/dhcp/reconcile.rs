@@ -34,11 +34,13 @@ pub struct Dhcp {
 }
 
 /// What dnsmasq logged (`text`) about reading `files`: `Some(Ok)` once it read each of them,
-/// `Some(Err(reason))` when it could not read one, `None` while it has not said. dnsmasq
-/// 2.90 logs `read FILE` (`read FILE - N names` for `--addn-hosts`), `cannot read FILE:
-/// ERROR` and `failed to load names from FILE: ERROR`.
-fn judge_load(text: &str, files: &[&Path]) -> Option<Result<(), String>> {
+/// `Some(Err(reasons))` once it said something about each and could not read some, `None`
+/// while it has not said (with `so_far`: the failures logged so far, if any). dnsmasq 2.90
+/// logs `read FILE` (`read FILE - N names` for `--addn-hosts`), `cannot read FILE: ERROR`
+/// and `failed to load names from FILE: ERROR`.
+fn judge_load(text: &str, files: &[&Path], so_far: bool) -> Option<Result<(), String>> {
     let mut read = vec![false; files.len()];
+    let mut failed: Vec<Option<String>> = vec![None; files.len()];
     for line in text.lines() {
         for (i, f) in files.iter().enumerate() {
             let f = f.display().to_string();
@@ -54,14 +56,21 @@ fn judge_load(text: &str, files: &[&Path]) -> Option<Result<(), String>> {
                 || ends_at(&format!("failed to load names from {f}"))
             {
                 let reason = line.split_once("]: ").map_or(line, |(_, m)| m);
-                return Some(Err(reason.trim().to_string()));
-            }
-            if ends_at(&format!(": read {f}")) {
+                failed[i] = Some(reason.trim().to_string());
+            } else if ends_at(&format!(": read {f}")) {
                 read[i] = true;
             }
         }
     }
-    read.iter().all(|r| *r).then_some(Ok(()))
+    let reasons: Vec<String> = failed.iter().flatten().cloned().collect();
+    let all_said = read.iter().zip(&failed).all(|(r, f)| *r || f.is_some());
+    if reasons.is_empty() {
+        all_said.then_some(Ok(()))
+    } else if all_said || so_far {
+        Some(Err(reasons.join("; ")))
+    } else {
+        None
+    }
 }
 
 fn step(pass: &mut Pass, object: &str, r: Result<(), HostError>) -> bool {
@@ -95,7 +104,10 @@ impl Dhcp {
             reason,
             log: d.log.clone(),
         };
-        match watch.wait(LOAD_TIMEOUT, |t| judge_load(t, &files)) {
+        let verdict = watch
+            .wait(LOAD_TIMEOUT, |t| judge_load(t, &files, false))
+            .or_else(|| judge_load(&watch.since(), &files, true));
+        match verdict {
             Some(Ok(())) if alive() => Ok(()),
             Some(Err(reason)) => Err(fail(reason)),
             _ if !alive() => Err(fail("exited after start or reload".into())),
@@ -386,19 +398,35 @@ mod tests {
         // As dnsmasq 2.90 logs it, to its --log-facility file.
         let ok = "Dec  8 00:09:46 dnsmasq[13364]: read /s/n/addn_hosts - 0 names\n\
                   Dec  8 00:09:46 dnsmasq-dhcp[13364]: read /s/n/host\n";
-        assert_eq!(judge_load(ok, &files), Some(Ok(())));
-        assert_eq!(judge_load(&ok[..60], &files), None);
+        assert_eq!(judge_load(ok, &files, false), Some(Ok(())));
+        assert_eq!(judge_load(&ok[..60], &files, false), None);
         let denied = "Dec  8 00:09:43 dnsmasq[13154]: read /s/n/addn_hosts - 0 names\n\
                       Dec  8 00:09:43 dnsmasq[13154]: cannot read /s/n/host: Permission denied\n";
         assert_eq!(
-            judge_load(denied, &files),
+            judge_load(denied, &files, false),
             Some(Err("cannot read /s/n/host: Permission denied".into()))
         );
+        // Every file it could not read is named, once it said something about each.
         let names = "dnsmasq[1]: failed to load names from /s/n/addn_hosts: Permission denied\n";
-        assert!(matches!(judge_load(names, &files), Some(Err(_))));
+        assert_eq!(judge_load(names, &files, false), None);
+        assert_eq!(
+            judge_load(names, &files, true),
+            Some(Err(
+                "failed to load names from /s/n/addn_hosts: Permission denied".into()
+            ))
+        );
+        let both = format!("{names}dnsmasq[1]: cannot read /s/n/host: Permission denied\n");
+        assert_eq!(
+            judge_load(&both, &files, false),
+            Some(Err(
+                "failed to load names from /s/n/addn_hosts: Permission denied; \
+                 cannot read /s/n/host: Permission denied"
+                    .into()
+            ))
+        );
         // Another file whose name starts with ours is not ours.
         let other = "dnsmasq[1]: read /s/n/addn_hosts - 1 names\ndnsmasq[1]: read /s/n/hostx\n";
-        assert_eq!(judge_load(other, &files), None);
+        assert_eq!(judge_load(other, &files, false), None);
     }
 
     #[test]
@@ -451,10 +479,14 @@ mod tests {
         let mut p = Pass::default();
         r.reconcile(&model(), &mut p);
         assert!(p.dhcp_ready.is_empty());
-        assert!(
-            p.failures[0].error.to_string().contains("bad option"),
-            "{:?}",
-            p.failures
+        // The reason, not the command line (that is in the log named here).
+        assert_eq!(
+            p.failures[0].error.to_string(),
+            format!(
+                "dnsmasq: failed to start (exit status: 2): dnsmasq: bad option at line 1 of \
+                 /etc/x.conf (log: {})",
+                dir.join(NET).join("dnsmasq.log").display()
+            )
         );
         let mut p = Pass::default();
         r.reconcile(&model(), &mut p);

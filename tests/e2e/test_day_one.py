@@ -116,8 +116,10 @@ class AllInOne:
                 ours += [prefix + x for x in os.listdir(d) if (prefix + x) in netns_names()]
         for n in dict.fromkeys(ours):
             attempt(f"netns {n}", lambda n=n: sh("ip", "netns", "del", n))
-        attempt("root veth", lambda: sh("ip", "link", "del", self.root_dev)
-                if Path(f"/sys/class/net/{self.root_dev}").exists() else None)
+        # Deleting the namespace takes the veth's root end along (asynchronously).
+        sh("ip", "link", "del", self.root_dev, check=False)
+        attempt("root veth", lambda: wait_for(
+            "root veth gone", lambda: not Path(f"/sys/class/net/{self.root_dev}").exists(), 10))
         return errors
 
     def log(self) -> str:
@@ -180,6 +182,13 @@ class AllInOne:
            env=self.env(), check=False)
         if name in self.probes:
             self.probes.remove(name)
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def run_all_in_one(state_kind: str, config: str | None = None):
@@ -260,6 +269,15 @@ def test_readme_quick_start_works_with_a_private_state_directory(aio):
     assert "meta_data.json" in hlog, hlog
     dhcp = aio.agent("DHCP agent")
     assert dhcp["configurations"]["errors"] == [], dhcp
+    # The README's clean-up: probes, then the network; the agent removes its namespace and
+    # daemons.
+    aio.probe_delete(vm1["name"])
+    aio.probe_delete(vm2["name"])
+    aio.osc("network", "delete", "mynet")
+    wait_for("the network's DHCP namespace removed",
+             lambda: f"qdhcp-{net_id}" not in netns_names(), 30)
+    wait_for("its dnsmasq and haproxy stopped", lambda: not [
+        pid for pid in os.listdir("/proc") if pid.isdigit() and net_id in _cmdline(pid)], 30)
     print(f"\nstate {aio.state}: probe create -> lease held {lease_s:.2f}s; "
           f"{[ln for ln in vm1['stderr'].splitlines() if 'elapsed_ms' in ln]}")
 

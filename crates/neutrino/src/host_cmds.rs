@@ -115,12 +115,36 @@ pub(crate) async fn agent(a: AgentArgs, shutdown: impl Future<Output = ()> + Sen
 /// Starts the all-in-one's agent for this host in the background. Failures are logged: the
 /// API keeps serving without a dataplane.
 pub(crate) fn spawn_all_in_one_agent(
-    mut ini: Ini,
+    ini: Ini,
     state_dir: &Path,
     identity_url: &str,
     server_url: &str,
     password: &str,
 ) {
+    let cfg = match all_in_one_agent_config(ini, state_dir, identity_url, server_url, password) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "not starting the host agent: invalid configuration");
+            return;
+        }
+    };
+    tracing::info!(host = %cfg.host, "starting the host agent of this all-in-one");
+    tokio::spawn(async move {
+        if let Err(e) = neutrino_agent::run(cfg, std::future::pending()).await {
+            tracing::error!(error = %e, "host agent stopped");
+        }
+    });
+}
+
+/// The all-in-one agent's configuration: the operator's `ini` with the all-in-one's own
+/// settings (credentials, state path) and its defaults where the operator set nothing.
+fn all_in_one_agent_config(
+    mut ini: Ini,
+    state_dir: &Path,
+    identity_url: &str,
+    server_url: &str,
+    password: &str,
+) -> Result<AgentConfig, neutrino_agent::config::AgentConfigError> {
     for (sec, key, val) in [
         ("neutrino", "identity_url", identity_url.to_string()),
         ("neutrino", "server_url", server_url.to_string()),
@@ -144,19 +168,7 @@ pub(crate) fn spawn_all_in_one_agent(
             ini.set(sec, key, &val);
         }
     }
-    let cfg = match AgentConfig::from_ini(&ini, None) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "not starting the host agent: invalid configuration");
-            return;
-        }
-    };
-    tracing::info!(host = %cfg.host, "starting the host agent of this all-in-one");
-    tokio::spawn(async move {
-        if let Err(e) = neutrino_agent::run(cfg, std::future::pending()).await {
-            tracing::error!(error = %e, "host agent stopped");
-        }
-    });
+    AgentConfig::from_ini(&ini, None)
 }
 
 fn print_probe(out: &mut impl std::io::Write, p: &ProbeInfo) -> std::io::Result<()> {
@@ -276,6 +288,27 @@ pub(crate) async fn probe(a: ProbeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_all_in_one_agent_serves_isolated_metadata_unless_told_not_to() {
+        let cfg = |text: &str| {
+            let ini = Ini::parse(text, "t").unwrap();
+            all_in_one_agent_config(
+                ini,
+                Path::new("/st"),
+                "http://127.0.0.1:5000/v3",
+                "http://127.0.0.1:9696",
+                "pw",
+            )
+            .unwrap()
+        };
+        let c = cfg("");
+        assert!(c.dhcp.as_ref().unwrap().enable_isolated_metadata);
+        assert!(c.metadata.as_ref().unwrap().isolated);
+        assert_eq!(c.state_path, Path::new("/st/agent"));
+        let off = cfg("[DEFAULT]\nenable_isolated_metadata = false\n");
+        assert!(!off.dhcp.as_ref().unwrap().enable_isolated_metadata);
+    }
 
     #[test]
     fn instance_data_flags() {

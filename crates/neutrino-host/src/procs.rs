@@ -170,11 +170,18 @@ fn start_logged(argv: &[&str], log: &Path) -> Result<(), HostError> {
     let fd = file.as_raw_fd();
     let mut cmd = std::process::Command::new(prog);
     cmd.args(args).stdin(std::process::Stdio::null());
-    // SAFETY: the closure runs in the child between fork and exec and only calls dup2(2),
-    // which is async-signal-safe; `fd` stays open in the parent until the child exited.
+    // SAFETY: the closure runs in the child between fork and exec and only calls dup2(2)
+    // and fcntl(2), which are async-signal-safe; `fd` stays open in the parent until the
+    // child exited.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, LOG_FD) < 0 {
+            // dup2 onto itself keeps close-on-exec: clear it by hand in that case.
+            let rc = if fd == LOG_FD {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, LOG_FD)
+            };
+            if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

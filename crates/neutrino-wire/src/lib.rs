@@ -64,6 +64,9 @@ pub struct AgentReport {
     /// The agent's configuration as Neutron agents report it. Keys the server reads:
     /// `tunnel_types`, `tunneling_ip`, `interface_mappings`, `bridge_mappings` (L2 agents),
     /// `integration_bridge`, `ovs_hybrid_plug`, `datapath_type` (Open vSwitch agent).
+    /// neutrino agents also report `errors`: the failures of their last reconcile pass
+    /// (`"<reconciler> <object>: <reason>"`, empty when it succeeded), shown to operators by
+    /// `openstack network agent show`, never read by the server.
     #[serde(default)]
     pub configurations: Doc,
     /// True on the first report after the agent process started (sets `started_at`).

@@ -465,6 +465,7 @@ struct ProcState {
     netns: BTreeMap<u32, Option<String>>,
     unreadable: BTreeSet<std::path::PathBuf>,
     fail_start: Option<String>,
+    exit_after_start: bool,
 }
 
 /// Appends what dnsmasq logs when it (re)reads its files to its `--log-facility=` file:
@@ -547,6 +548,12 @@ impl FakeProcs {
     pub fn fail_next_start(&self, stderr: &str) {
         self.lock().fail_start = Some(stderr.to_string());
     }
+
+    /// The next daemon started exits right after it daemonised (pid file written, process
+    /// gone), as one that cannot load its configuration.
+    pub fn exit_after_next_start(&self) {
+        self.lock().exit_after_start = true;
+    }
 }
 
 impl Procs for FakeProcs {
@@ -577,6 +584,9 @@ impl Procs for FakeProcs {
             .or(dash_p)
         {
             crate::fs::write_atomic(std::path::Path::new(pf), &format!("{pid}\n"))?;
+        }
+        if std::mem::take(&mut st.exit_after_start) {
+            return Ok(());
         }
         st.procs.insert(pid, argv.to_vec());
         st.netns.insert(pid, netns.map(str::to_string));

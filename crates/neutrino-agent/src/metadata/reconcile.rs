@@ -420,6 +420,35 @@ mod tests {
     }
 
     #[test]
+    fn a_haproxy_that_exits_after_start_is_a_failure_naming_its_log() {
+        let dir = tmpdir("x");
+        let net = Arc::new(FakeNet::new());
+        let procs = Arc::new(FakeProcs::default());
+        let mut r = MetadataProxies::new(net.clone(), procs.clone(), settings(&dir, false));
+        let m = model(true);
+        let ns = crate::l3::desired::router_ns(R);
+        net.add_netns(&ns).unwrap();
+        net.add_device(Some(&ns), LO, None);
+        procs.exit_after_next_start();
+        let mut p = Pass::default();
+        r.reconcile(&m, &mut p);
+        assert_eq!(p.failures.len(), 1, "{:?}", p.failures);
+        let log = dir.join("metadata").join(&ns).join("haproxy.log");
+        assert_eq!(
+            p.failures[0].error.to_string(),
+            format!("haproxy: exited after start (log: {})", log.display())
+        );
+        // Its configuration logs to that file through descriptor 9.
+        let cfg =
+            std::fs::read_to_string(dir.join("metadata").join(&ns).join("haproxy.cfg")).unwrap();
+        assert!(cfg.contains("log fd@9 "), "{cfg}");
+        // Next pass: started again, and running.
+        clean_pass(&mut r, &m);
+        assert_eq!(procs.running().len(), 1);
+        fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
     fn isolated_network_gets_a_haproxy_in_its_dhcp_namespace() {
         let dir = tmpdir("n");
         let net = Arc::new(FakeNet::new());

@@ -37,10 +37,11 @@ enum Cmd {
         #[arg(long = "config-file")]
         config_file: Vec<PathBuf>,
     },
-    /// Run everything on this host with SQLite in a state directory: identity, API, and
-    /// (`--agent`) the host agent for this host.
+    /// Run everything on this host with SQLite in a state directory: identity, API, and the
+    /// host agent for this host (unless `--no-agent`).
     AllInOne(AllInOne),
-    /// Run the host agent (L2: Linux bridge + VXLAN; DHCP: dnsmasq) for one host.
+    /// Run the host agent for one host (L2: Linux bridge + VXLAN; DHCP: dnsmasq; L3: router
+    /// namespaces; metadata: haproxy + proxy).
     Agent(host_cmds::AgentArgs),
     /// Namespace "instances" plugged into ports, for debugging and tests.
     Probe(host_cmds::ProbeArgs),
@@ -55,7 +56,8 @@ enum Cmd {
 
 #[derive(clap::Args, Debug)]
 struct AllInOne {
-    /// Directory for the database, generated credentials and clouds.yaml.
+    /// Directory for the database, generated credentials, clouds.yaml and the agent's files
+    /// (`agent/`, daemon logs included); any mode (0700 in /root is fine).
     #[arg(long, default_value = "neutrino-state")]
     state_dir: PathBuf,
     /// INI configuration file (repeatable), same options as `server`.

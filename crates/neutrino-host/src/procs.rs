@@ -30,6 +30,37 @@ use crate::exec::{run, show};
 /// The descriptor a daemon's log file is open as in the daemon (haproxy: `log fd@9`).
 pub const LOG_FD: i32 = 9;
 
+/// A daemon's log is rotated when it grows past this size (one old copy, `<log>.1`, kept).
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
+/// Rotates `log` when it is larger than `max` bytes: its content goes to `<log>.1` (replacing
+/// the previous one) and it is truncated in place. Daemons write to it in append mode (dnsmasq
+/// opens it so, haproxy's descriptor is opened so by [`Procs::start`]), so they go on writing
+/// at its new end without being told; lines written between the copy and the truncation are
+/// lost. True when it rotated.
+pub fn rotate_log(log: &Path, max: u64) -> Result<bool, HostError> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HostError::Io { op, path, source }
+    };
+    match std::fs::metadata(log) {
+        Ok(m) if m.len() > max => {}
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io("reading", log)(e)),
+    }
+    let mut old = log.as_os_str().to_owned();
+    old.push(".1");
+    let old = PathBuf::from(old);
+    std::fs::copy(log, &old).map_err(io("copying", log))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)
+        .and_then(|f| f.set_len(0))
+        .map_err(io("truncating", log))?;
+    Ok(true)
+}
+
 /// A signal we send to daemons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -363,6 +394,14 @@ impl<'a> ProcessManager<'a> {
     /// already running as wanted (its files changed).
     pub fn ensure(&self, d: &Daemon, reload: bool) -> Result<DaemonAction, HostError> {
         let program = d.argv.first().map(String::as_str).unwrap_or_default();
+        if let Some(log) = &d.log {
+            // A log that cannot be rotated is no reason to stop supervising the daemon.
+            match rotate_log(log, LOG_MAX_BYTES) {
+                Ok(true) => tracing::info!(log = %log.display(), "daemon log rotated"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot rotate a daemon log"),
+            }
+        }
         match self.running(program, &d.pid_file) {
             Some((pid, cmd)) if cmd.get(1..) == d.argv.get(1..) => {
                 if reload {
@@ -503,6 +542,26 @@ mod tests {
                 .then_some(1)),
             None
         );
+        crate::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn logs_rotate_past_their_size_and_writers_go_on_at_the_start() {
+        use std::io::Write as _;
+        let dir = std::env::temp_dir().join(format!("neutrino-procs4-{}", std::process::id()));
+        let log = dir.join("daemon.log");
+        assert!(!rotate_log(&log, 10).unwrap());
+        // A daemon's append-mode descriptor, open across the rotation.
+        let mut w = open_log(&log).unwrap();
+        w.write_all(b"0123456789\n").unwrap();
+        assert!(!rotate_log(&log, 11).unwrap());
+        assert!(rotate_log(&log, 10).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("daemon.log.1")).unwrap(),
+            "0123456789\n"
+        );
+        w.write_all(b"after\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "after\n");
         crate::fs::remove_dir(&dir).unwrap();
     }
 

@@ -1,5 +1,10 @@
 //! The agent process: heartbeats, state sync with the server, and the reconcile loop.
 //!
+//! Heartbeats carry, in each agent's `configurations.errors`, the failures of the last pass
+//! that concern it (a DHCP server that could not load, a router that could not be built), so
+//! `openstack network agent show` tells an operator what the log says; a change of them is
+//! reported at once, not at the next heartbeat.
+//!
 //! Start-up: report every role's agent (`start_flag`), fetch the full host state, run a
 //! first pass that also sweeps stale objects with our prefixes. Then:
 //!

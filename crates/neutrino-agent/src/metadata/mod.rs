@@ -11,7 +11,8 @@
 //! metadata service (neutrino's own `/metadata`, or Nova's), relaying its answer.
 //!
 //! Owns: the proxy's socket and HTTP server ([`proxy`]); per namespace, one supervised
-//! haproxy, its configuration under `<state_path>/metadata/<namespace>/` and the address
+//! haproxy, its configuration and log (`haproxy.log`, written through descriptor 9) under
+//! `<state_path>/metadata/<namespace>/` and the address
 //! `169.254.169.254/32` on the namespace's `lo` ([`reconcile`], rendered by [`haproxy`]).
 //! Never creates or deletes a namespace (the L3 and DHCP reconcilers own them) and never
 //! touches a haproxy or an address it has no directory for.

@@ -490,11 +490,32 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     }
     let clouds = dir.join("clouds.yaml");
     write_private(&clouds, &clouds_yaml(&auth_url, &password, &region))?;
+    // The client scripts/setup installs, and this binary, when they are not on PATH yet (the
+    // README's commands call them by name).
+    let mut path = Vec::new();
+    if let Some(home) = std::env::var_os("HOME") {
+        let venv = Path::new(&home).join(".cache/neutrino/venv/bin");
+        if venv.join("openstack").exists() && !on_path("openstack") {
+            path.push(venv.display().to_string());
+        }
+    }
+    if let Some(bin) = std::env::current_exe().ok().and_then(|e| {
+        e.parent()
+            .filter(|_| !on_path("neutrino"))
+            .map(Path::to_path_buf)
+    }) {
+        path.push(bin.display().to_string());
+    }
+    let path_line = if path.is_empty() {
+        String::new()
+    } else {
+        format!("  export PATH={}:$PATH\n", path.join(":"))
+    };
     let mut out = std::io::stderr().lock();
     use std::io::Write;
     let _ = writeln!(
         out,
-        "\nneutrino all-in-one is running.\n  identity:    {auth_url}\n  network API: http://{public_host}:{api_port}/v2.0\n  state:       {}\n\nUse it with the openstack client:\n  export OS_CLIENT_CONFIG_FILE={} OS_CLOUD=neutrino\n  openstack network list\n\nAdmin password: {} (also in {})\n",
+        "\nneutrino all-in-one is running.\n  identity:    {auth_url}\n  network API: http://{public_host}:{api_port}/v2.0\n  state:       {}\n\nUse it with the openstack client:\n{path_line}  export OS_CLIENT_CONFIG_FILE={} OS_CLOUD=neutrino\n  openstack network list\n\nAdmin password: {} (also in {})\n",
         dir.display(),
         clouds.display(),
         password,
@@ -502,6 +523,12 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     );
     drop(out);
     running.wait().await
+}
+
+/// Whether `program` is found in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 #[cfg(test)]

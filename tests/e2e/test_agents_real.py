@@ -34,7 +34,6 @@ def topo():
     if not Path(OPENSTACK).exists():
         pytest.fail(f"{OPENSTACK} not found: run scripts/setup", pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="neutrino-agents-"))
-    workdir.chmod(0o755)
     t = Topology(workdir)
     errors = []
     try:

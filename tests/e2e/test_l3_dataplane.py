@@ -104,7 +104,6 @@ def l3():
     if not Path(OPENSTACK).exists():
         pytest.fail(f"{OPENSTACK} not found: run scripts/setup", pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="neutrino-l3-"))
-    workdir.chmod(0o755)
     t = Topology(workdir)
     x = L3Topo(t)
     errors = []

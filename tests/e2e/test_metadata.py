@@ -109,7 +109,6 @@ def md():
     if not shutil.which("haproxy"):
         pytest.fail("haproxy not found: run scripts/setup", pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="neutrino-md-"))
-    workdir.chmod(0o755)
     t = Topology(workdir)
     x = Md(t)
     routers = []

@@ -68,7 +68,6 @@ def topo():
     if not shutil.which("nft"):
         pytest.fail("nft not found: run scripts/setup", pytrace=False)
     workdir = Path(tempfile.mkdtemp(prefix="neutrino-sg-"))
-    workdir.chmod(0o755)
     t = SgTopology(workdir)
     try:
         t.build(("h1", "h2"))

@@ -44,10 +44,11 @@ RESOURCES = {
         attr("port_security_enabled", "bool"), attr("mtu", "int", lo=68, hi=1450, bad=[-1, 1451, 10 ** 12]),
         attr("qos_policy_id", "ref", ref="qos_policies", nullable=True),
         attr("availability_zone_hints", "az_hints", put=False),
-        attr("provider:network_type", "enum", put=False,
+        # Neutron takes provider attributes in PUT and lets ML2 decide (400 or accepted).
+        attr("provider:network_type", "enum",
              values=["local", "flat", "vlan", "vxlan", "geneve", "gre"]),
-        attr("provider:segmentation_id", "int", put=False, lo=1, hi=4094, lenient=True),
-        attr("provider:physical_network", "str", put=False, max=64, lenient=True),
+        attr("provider:segmentation_id", "int", lo=1, hi=4094, lenient=True),
+        attr("provider:physical_network", "str", max=64, lenient=True),
     ], True, True),
     "subnets": ("subnet", [
         NAME, DESC, PROJECT,
@@ -146,7 +147,7 @@ RESOURCES = {
         attr("network_id", "ref", put=False, ref="networks"),
         attr("network_type", "enum", put=False, values=["vlan", "flat", "vxlan"]),
         attr("physical_network", "str", put=False, max=64, nullable=True, lenient=True),
-        attr("segmentation_id", "int", put=False, lo=1, hi=4094, lenient=True),
+        attr("segmentation_id", "int", lo=1, hi=4094, lenient=True),
     ], False, False),
 }
 

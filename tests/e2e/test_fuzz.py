@@ -180,14 +180,15 @@ class World:
             print(f"{self.backend} {r.status} {req.method} {req.path[:200]} "
                   f"{(req.payload() or b'')[:200]!r} [{req.why}] {error_type(r)}")
         st_ = r.status
-        if st_ >= 500:
+        expected_set = isinstance(req.expect, (set, frozenset)) and st_ in req.expect
+        if st_ >= 500 and not expected_set:
             self.rec.add("5xx", req, st_, f"{str(r.json)[:300]}")
-        elif st_ >= 400:
+        elif st_ >= 400 and st_ != 401:   # 401 is keystonemiddleware's, not Neutron's body
             prob = neutron_error_problem(r)
             if prob:
                 self.rec.add("error-body", req, st_, prob)
         if isinstance(req.expect, (set, frozenset)):
-            if st_ not in req.expect and st_ < 500:
+            if not expected_set and st_ < 500:
                 self.rec.add("status", req, st_,
                              f"expected {sorted(req.expect)}, got {st_} {str(r.json)[:300]}")
         elif req.expect == "refuse" and st_ < 400:
@@ -571,8 +572,10 @@ def raw_body_req(w: World, c: str, data) -> Req:
         singular.encode(), b'{"%s": {"name": "\\ud800"}}' % singular.encode(),
         b'{"%s": {}} trailing' % singular.encode(), b'{"%s": {"name": 1e999}}' %
         singular.encode()]))
+    # A lone surrogate is valid JSON text; whether a name may hold it is the server's call.
+    lenient = b"\\ud800" in raw
     return Req("POST", f"/v2.0/{c}", raw=raw, template=f"POST /v2.0/{c}",
-               why=f"raw body {raw[:24]!r}", expect="refuse")
+               why=f"raw body {raw[:24]!r}", expect="ok" if lenient else "refuse")
 
 
 def bulk_req(w: World, c: str, data) -> Req:
@@ -596,14 +599,15 @@ def tag_req(w: World, c: str, data) -> Req:
     kind = data.draw(st.sampled_from(["replace", "replace-bad", "add", "add-bad", "remove",
                                       "remove-missing", "clear", "check", "no-object"]))
     if kind == "replace":
-        tags = data.draw(st.lists(st.sampled_from(["t1", "t2", "a b", "é", "x" * 60]),
+        tags = data.draw(st.lists(st.sampled_from(["t1", "t2", "a b", "é", "x" * 255]),
                                   max_size=3, unique=True))
         return Req("PUT", base, {"tags": tags}, template=f"PUT /v2.0/{c}/{{id}}/tags",
                    why="valid tags")
     if kind == "replace-bad":
-        body = data.draw(st.sampled_from([{"tags": "abc"}, {"tags": [5]}, {"tags": ["x" * 61]},
-                                          {"tags": ["a\x00"]}, {"tags": None}, {"tag": ["a"]},
-                                          ["a"]]))
+        body = data.draw(st.sampled_from([
+            {"tags": "abc"}, {"tags": [5]}, {"tags": ["x" * 256]}, {"tags": ["a\x00"]},
+            {"tags": None}, {"tag": ["a"]}, ["a"], {"tags": ["a", "a"]},
+            {"tags": [f"t{i}" for i in range(51)]}]))
         return Req("PUT", base, body, template=f"PUT /v2.0/{c}/{{id}}/tags",
                    why=f"bad tags {str(body)[:30]}", expect="refuse")
     if kind == "add":
@@ -611,7 +615,7 @@ def tag_req(w: World, c: str, data) -> Req:
         return Req("PUT", f"{base}/{tag}", template=f"PUT /v2.0/{c}/{{id}}/tags/{{tag}}",
                    why="valid tag")
     if kind == "add-bad":
-        tag = data.draw(st.sampled_from(["%00", "a%00", "x" * 61, "%FF"]))
+        tag = data.draw(st.sampled_from(["%00", "a%00", "x" * 256, "%FF"]))
         return Req("PUT", f"{base}/{tag}", template=f"PUT /v2.0/{c}/{{id}}/tags/{{tag}}",
                    why=f"bad tag {tag[:10]!r}", expect="refuse")
     if kind == "remove":
@@ -787,7 +791,7 @@ def test_fuzz_quotas(world):
                       template=tmpl, why="valid")
         elif kind == "set-bad":
             k = data.draw(st.sampled_from(QUOTA_KEYS))
-            v = data.draw(st.sampled_from(["abc", -2, [], {}, "\x00", 10 ** 20, None, 1.5]))
+            v = data.draw(st.sampled_from(["abc", -2, [], {}, "\x00", 10 ** 20, None]))
             req = Req("PUT", f"/v2.0/quotas/{proj}", {"quota": {k: v}}, template=tmpl,
                       why=f"bad value {v!r}"[:40], expect="refuse")
         elif kind == "unknown":
@@ -812,8 +816,9 @@ def test_fuzz_quotas(world):
             req = Req("DELETE", f"/v2.0/quotas/{proj}", template="DELETE /v2.0/quotas/{id}",
                       why="reset")
         else:
+            # Neutron's quotas controller answers POST with 501 (quotasv2.py: create).
             req = Req("POST", "/v2.0/quotas", {"quota": {"port": 5}},
-                      template="POST /v2.0/quotas", why="wrong method", expect={405})
+                      template="POST /v2.0/quotas", why="not implemented", expect={501})
         w.run(req)
 
     step()
@@ -926,17 +931,23 @@ def test_fuzz_unknown_paths_and_methods(world):
              ("POST", f"/v2.0/routers/{w.router}/add_router_interface", {404, 405}),
              ("PUT", "/v2.0/security-group-rules", {405}), ("TRACE", "/v2.0/networks", {405}),
              ("GET", "/v2.0/networks.json", {200, 404}), ("GET", "/v2.0//networks", {200, 404})]
-    for method, path, expect in cases:
-        body = {"x": 1} if method in ("POST", "PUT", "PATCH") else None
+    # A body the server must read, or else say it closes the connection; large enough not to
+    # arrive with the headers.
+    pad = {"padding": "p" * 65536}
+    for method, path, expect in cases * 3:
+        body = pad if method in ("POST", "PUT", "PATCH") else None
         tmpl = f"{method} {path}".replace(w.net, "{id}").replace(w.router, "{id}")
         w.run(Req(method, path, body, template=tmpl, why="unrouted", expect=expect))
-    # Follow-ups on the same keep-alive connection must work after each of those answers.
-    for method, path, _ in cases[:6]:
-        tmpl = f"{method} {path}".replace(w.net, "{id}").replace(w.router, "{id}")
-        w.run(Req(method, path, template=tmpl, why="unrouted, then reuse",
-                  expect="refuse"))
+        # The next request on the same keep-alive connection must work (run() records a
+        # connection the server dropped without `Connection: close`).
         w.run(Req("GET", "/v2.0/networks?limit=1", template="GET /v2.0/networks?",
                   why="after an unrouted request", expect={200}))
+    # An invalid token with a body, then a request on the same connection.
+    for _ in range(10):
+        w.run(Req("POST", "/v2.0/networks", pad, template="POST /v2.0/networks",
+                  why="invalid token", expect={401}, headers={"X-Auth-Token": "invalid"}))
+        w.run(Req("GET", "/v2.0/networks?limit=1", template="GET /v2.0/networks?",
+                  why="after a 401", expect={200}))
     finish(w, "unknown paths and methods")
 
 

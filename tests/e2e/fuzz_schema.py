@@ -280,85 +280,88 @@ def valid_value(a: A, data, w):
     raise AssertionError(f"no valid value for kind {k}")
 
 
-def invalid_value(a: A, data, w):
-    """(value, why) that Neutron must refuse for A with a 4xx, or None when this kind has
-    no value that is certainly refused."""
+def invalid_values(a: A, w) -> list[tuple[object, str]]:
+    """Every (value, why) of this module that Neutron must refuse for A with a 4xx; WHY
+    names the class of mistake (the sweep sends one value of each class)."""
     k, o = a.kind, a.opts
-    nullable = o.get("nullable")
+
+    def each(values, why):
+        return [(v, why) for v in values]
+
     if k in ("str", "project", "target"):
         m = o.get("max", 255)
-        choices = ["nul"] if o.get("lenient") else ["type", "long", "nul", "null"]
-        choice = data.draw(st.sampled_from(choices))
-        if choice == "type":
-            return data.draw(st.sampled_from(NOT_STR)), "not a string"
-        if choice == "long":
-            return "x" * data.draw(st.sampled_from([m + 1, 5000])), f"longer than {m}"
-        if choice == "null" and not nullable and k != "target":
-            return None, "null"
-        return data.draw(st.sampled_from(NUL_STRINGS)), "NUL character"
+        out = each(NUL_STRINGS, "NUL character")
+        if not o.get("lenient"):
+            out += each(NOT_STR, "not a string") + each(["x" * (m + 1), "x" * 5000],
+                                                        f"longer than {m}")
+            if not o.get("nullable") and k != "target":
+                out.append((None, "null"))
+        return out
     if k == "bool":
-        return data.draw(st.sampled_from(BAD_BOOLS)), "not a boolean"
+        return each(BAD_BOOLS, "not a boolean")
     if k == "int":
-        choice = data.draw(st.sampled_from(["type", "range"]))
-        if choice == "type" or "bad" not in o:
-            return data.draw(st.sampled_from(BAD_INTS)), "not an integer"
-        return data.draw(st.sampled_from(o["bad"])), "out of range"
+        return each(BAD_INTS, "not an integer") + each(o.get("bad", []), "out of range")
     if k == "enum":
-        return data.draw(st.sampled_from(["bogus", 7, [], "\x00", "INGRESS " if
-                                          "ingress" in o["values"] else "bogus2"])), \
-            "not one of the values"
+        return each(["bogus", 7, [], "\x00", "INGRESS " if "ingress" in o["values"]
+                     else "bogus2"], "not one of the values")
     if k == "ref":
-        v = data.draw(st.sampled_from(BAD_UUIDS + [RANDOM_UUID] * 3))
-        return v, "unknown reference" if v == RANDOM_UUID else "not a UUID"
+        return each([RANDOM_UUID], "unknown reference") + each(BAD_UUIDS, "not a UUID")
     if k == "ref_list":
-        return data.draw(st.sampled_from(["abc", [RANDOM_UUID], ["not-a-uuid"], [1],
-                                          {"a": 1}])), "bad UUID list"
+        return each([[RANDOM_UUID]], "unknown reference") + \
+            each(["abc", ["not-a-uuid"], [1], {"a": 1}], "bad UUID list")
     if k == "ip":
-        return data.draw(st.sampled_from(BAD_IPS)), "not an IP address"
+        return each(BAD_IPS, "not an IP address")
     if k == "cidr":
-        return data.draw(st.sampled_from(BAD_CIDRS)), "not a CIDR"
+        return each(BAD_CIDRS, "not a CIDR")
     if k == "cidr_list":
-        return data.draw(st.sampled_from(["10.0.0.0/8", [5], ["abc"], ["10.0.0.0/33"],
-                                          {"a": 1}])), "bad CIDR list"
+        return each(["10.0.0.0/8", [5], ["abc"], ["10.0.0.0/33"], {"a": 1}], "bad CIDR list")
     if k == "ip_list":
-        return data.draw(st.sampled_from(["abc", ["not an ip!"], [5], {"a": 1}])), \
-            "bad address list"
+        return each(["abc", ["not an ip!"], [5], {"a": 1}], "bad address list")
     if k == "mac":
-        return data.draw(st.sampled_from(BAD_MACS)), "not a MAC address"
+        return each(BAD_MACS, "not a MAC address")
     if k == "pools":
-        return data.draw(st.sampled_from([
-            "abc", [{"start": "x", "end": "y"}], [{"start": "10.9.0.10"}], [5],
-            [{"start": "10.9.0.20", "end": "10.9.0.10"}]])), "bad allocation pools"
+        return each(["abc", [{"start": "x", "end": "y"}], [{"start": "10.9.0.10"}], [5],
+                     [{"start": "10.9.0.20", "end": "10.9.0.10"}]], "bad allocation pools")
     if k == "routes":
-        return data.draw(st.sampled_from([
-            "abc", [{"destination": "x", "nexthop": "10.9.0.1"}], [{"destination":
-                                                                     "192.0.2.0/24"}],
-            [5]])), "bad routes"
+        return each(["abc", [{"destination": "x", "nexthop": "10.9.0.1"}],
+                     [{"destination": "192.0.2.0/24"}], [5]], "bad routes")
     if k == "fixed_ips":
-        return data.draw(st.sampled_from([
-            "abc", [5], [{"subnet_id": "xyz"}], [{"ip_address": "1.2.3.999"}],
-            [{"subnet_id": RANDOM_UUID}], [{"ip_address": "10.9.0.5\x00"}]])), \
-            "bad fixed_ips"
+        return each([[{"subnet_id": RANDOM_UUID}]], "unknown subnet") + \
+            each(["abc", [5], [{"subnet_id": "xyz"}], [{"ip_address": "1.2.3.999"}],
+                  [{"ip_address": "10.9.0.5\x00"}]], "bad fixed_ips")
     if k == "aap":
-        return data.draw(st.sampled_from([
-            "abc", [{"ip_address": "x"}], [{}], [{"ip_address": "10.0.0.1",
-                                                  "mac_address": "zz"}], [5]])), \
-            "bad allowed_address_pairs"
+        return each(["abc", [{"ip_address": "x"}], [{}],
+                     [{"ip_address": "10.0.0.1", "mac_address": "zz"}], [5]],
+                    "bad allowed_address_pairs")
     if k == "dhcp_opts":
-        return data.draw(st.sampled_from(["abc", [{"opt_value": "x"}], [5]])), \
-            "bad extra_dhcp_opts"
+        return each(["abc", [{"opt_value": "x"}], [5]], "bad extra_dhcp_opts")
     if k == "dict":
-        return data.draw(st.sampled_from(["abc", 5, ["a"]])), "not an object"
+        return each(["abc", 5, ["a"]], "not an object")
     if k == "gw_info":
-        return data.draw(st.sampled_from([
-            "abc", {"network_id": "xyz"}, {"network_id": RANDOM_UUID},
-            {"network_id": w.ext_net, "enable_snat": "maybe"}, [1],
-            {"network_id": w.ext_net, "fuzz_key": 1}])), "bad external_gateway_info"
+        return each([{"network_id": RANDOM_UUID}], "unknown network") + \
+            each(["abc", {"network_id": "xyz"}, {"network_id": w.ext_net, "enable_snat":
+                                                  "maybe"}, [1],
+                  {"network_id": w.ext_net, "fuzz_key": 1}], "bad external_gateway_info")
     if k == "az_hints":
-        return data.draw(st.sampled_from(["abc", [5], ["no-such-zone"], ["x" * 300]])), \
-            "bad availability zone hints"
+        return each([["no-such-zone"]], "unknown zone") + \
+            each(["abc", [5], ["x" * 300]], "bad availability zone hints")
     if k == "protocol":
-        return data.draw(st.sampled_from(["bogus", 256, -1, [], "\x00"])), "bad protocol"
+        return each(["bogus", 256, -1, [], "\x00"], "bad protocol")
     if k == "str_list":
-        return data.draw(st.sampled_from(["abc", [5]])), "bad string list"
+        return each(["abc", [5]], "bad string list")
     raise AssertionError(f"no invalid value for kind {k}")
+
+
+def invalid_value(a: A, data, w):
+    """One (value, why) that Neutron must refuse for A."""
+    return data.draw(st.sampled_from(invalid_values(a, w)))
+
+
+def one_per_class(a: A, w) -> list[tuple[object, str]]:
+    """The first invalid value of each class (the deterministic sweep)."""
+    seen, out = set(), []
+    for v, why in invalid_values(a, w):
+        if why not in seen:
+            seen.add(why)
+            out.append((v, why))
+    return out

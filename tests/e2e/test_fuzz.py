@@ -145,6 +145,12 @@ class World:
         r = self.client.send(Req("GET", f"/v2.0/segments?network_id={self.vlan_net}"))
         self.fixture["segments"] = [s["id"] for s in (r.json or {}).get("segments", [])]
         self.snap = self.take_snapshot()
+        # The partial-write check must see what a write changes, tags included.
+        r = self.client.send(Req("PUT", f"/v2.0/networks/{self.net}/tags/self-check"))
+        assert r.status == 201, f"set-up: tag -> {r.status} {r.json}"
+        assert diff(self.snap, self.take_snapshot()), "the snapshot does not see a new tag"
+        self.client.send(Req("DELETE", f"/v2.0/networks/{self.net}/tags/self-check"))
+        self.snap = self.take_snapshot()
 
     # ---- references
     def refs(self, kind):
@@ -593,10 +599,25 @@ def raw_body_req(w: World, c: str, data) -> Req:
 def bulk_req(w: World, c: str, data) -> Req:
     singular, attrs, _, _ = RESOURCES[c]
     items = [base_body(w, c, data) for _ in range(data.draw(st.integers(2, 3)))]
-    bad = data.draw(st.booleans())
+    kind = data.draw(st.sampled_from(["valid", "bad", "conflict"]))
     why = "bulk, all valid"
     expect = "ok"
-    if bad:
+    if kind == "conflict":
+        # Items valid one by one that cannot all exist: the whole request fails, and the
+        # first item must not be left behind.
+        if c == "ports":
+            ip = f"10.9.0.{data.draw(st.integers(100, 199))}"
+            for it in items:
+                it["fixed_ips"] = [{"subnet_id": w.subnet, "ip_address": ip}]
+        elif c == "subnets":
+            for it in items:
+                it["network_id"], it["cidr"] = items[0]["network_id"], items[0]["cidr"]
+        elif c == "networks":
+            items[-1]["mtu"] = 1000000
+        else:   # security group rules: the same rule twice
+            items[-1] = dict(items[0])
+        why, expect = "bulk, items conflict", "refuse"
+    elif kind == "bad":
         i = data.draw(st.integers(0, len(items) - 1))
         a = data.draw(st.sampled_from([a for a in attrs if a.post]))
         items[i][a.name], reason = invalid_value(a, data, w)
@@ -951,6 +972,41 @@ def test_fuzz_port_forwardings(world):
 
     step()
     finish(w, "port_forwardings")
+
+
+def test_over_quota_writes_nothing(world):
+    """Creates that the project's quota cannot hold (bulk creates beyond the limit, a
+    security group whose default rules exceed the rule quota) are refused with 409 OverQuota
+    and leave nothing behind (Neutron's quota engine counts before writing)."""
+    w = world
+    proj = uuid.uuid4().hex
+    w.snap = w.take_snapshot()
+    r = w.client.send(Req("PUT", f"/v2.0/quotas/{proj}", {"quota": {
+        "network": 1, "subnet": 1, "port": 1, "security_group": 5,
+        "security_group_rule": 1, "router": 1}}))
+    assert r.status == 200, r.json
+    w.snap = w.take_snapshot()
+    tmpl = "POST /v2.0/{c}"
+    cases = [
+        ("networks", {"networks": [{"name": "q1", "project_id": proj},
+                                   {"name": "q2", "project_id": proj}]}),
+        ("ports", {"ports": [{"network_id": w.net, "project_id": proj},
+                             {"network_id": w.net, "project_id": proj}]}),
+        ("security-groups", {"security_group": {"name": "q", "project_id": proj}}),
+        ("routers", {"routers": [{"name": "q1", "project_id": proj},
+                                 {"name": "q2", "project_id": proj}]}),
+    ]
+    try:
+        for c, body in cases:
+            w.run(Req("POST", f"/v2.0/{c}", body, template=tmpl.format(c=c),
+                      why="over quota", expect={409}))
+    finally:
+        w.client.send(Req("DELETE", f"/v2.0/quotas/{proj}"))
+        for c in ("ports", "routers", "security-groups", "networks"):
+            r = w.client.send(Req("GET", f"/v2.0/{c}?project_id={proj}"))
+            for o in (r.json or {}).get(plural_key(c), []):
+                w.client.send(Req("DELETE", f"/v2.0/{c}/{o['id']}"))
+    finish(w, "over quota")
 
 
 def test_fuzz_unknown_paths_and_methods(world):

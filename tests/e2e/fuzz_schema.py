@@ -41,7 +41,8 @@ RESOURCES = {
     "networks": ("network", [
         NAME, DESC, ADMIN_UP, PROJECT,
         attr("shared", "bool"), attr("router:external", "bool"),
-        attr("port_security_enabled", "bool"), attr("mtu", "int", lo=68, hi=1450, bad=[-1, 1451, 10 ** 12]),
+        attr("port_security_enabled", "bool"),
+        attr("mtu", "int", lo=68, hi=1450, bad=[-1, 1451, 10 ** 12]),
         attr("qos_policy_id", "ref", ref="qos_policies", nullable=True),
         attr("availability_zone_hints", "az_hints", put=False),
         # Neutron takes provider attributes in PUT and lets ML2 decide (400 or accepted).

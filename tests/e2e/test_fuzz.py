@@ -43,7 +43,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from conftest import PgDatabase, get_token, start_all_in_one, start_pg_server
-from fuzz_schema import (BAD_UUIDS, BULK, NUL_STRINGS, ODD_STRINGS, PATH_IDS, PF_ATTRS,
+from fuzz_schema import (BULK, ODD_STRINGS, PATH_IDS, PF_ATTRS,
                          NO_UPDATE, QUOTA_KEYS, RANDOM_UUID, RESOURCES, REVISIONED, TAGGABLE,
                          invalid_value, one_per_class, pick, valid_value)
 from fuzz_support import (SNAPSHOT_COLLECTIONS, RawClient, Recorder, Req, Snapshotter, diff,
@@ -111,14 +111,15 @@ class World:
                               "cidr": "fd00:9::/64", "name": "fz-sub6"})
         ext = self.make("networks", {"name": "fz-ext", "router:external": True})
         self.ext_net = ext["id"]
-        self.ext_subnet = self.make("subnets", {"network_id": self.ext_net, "ip_version": 4,
-                                                "cidr": "172.24.9.0/24", "name": "fz-ext-sub"})["id"]
+        self.ext_subnet = self.make("subnets", {
+            "network_id": self.ext_net, "ip_version": 4, "cidr": "172.24.9.0/24",
+            "name": "fz-ext-sub"})["id"]
         self.sg = self.make("security-groups", {"name": "fz-sg"})["id"]
         port = self.make("ports", {"network_id": self.net, "name": "fz-port",
                                    "fixed_ips": [{"ip_address": "10.9.0.10"}]})
         self.port, self.port_ip = port["id"], "10.9.0.10"
-        self.router = self.make("routers", {"name": "fz-router",
-                                            "external_gateway_info": {"network_id": ext["id"]}})["id"]
+        self.router = self.make("routers", {
+            "name": "fz-router", "external_gateway_info": {"network_id": ext["id"]}})["id"]
         r = self.client.send(Req("PUT", f"/v2.0/routers/{self.router}/add_router_interface",
                                  {"subnet_id": self.subnet}))
         assert r.status == 200, f"set-up: add_router_interface -> {r.status} {r.json}"

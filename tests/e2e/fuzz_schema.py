@@ -283,7 +283,13 @@ def valid_value(a: A, data, w):
 
 def invalid_values(a: A, w) -> list[tuple[object, str]]:
     """Every (value, why) of this module that Neutron must refuse for A with a 4xx; WHY
-    names the class of mistake (the sweep sends one value of each class)."""
+    names the class of mistake (the sweep sends one value of each class). A string with a
+    NUL is its own class whatever the attribute's type (PostgreSQL cannot store one)."""
+    return [(v, "NUL character" if isinstance(v, str) and "\x00" in v else why)
+            for v, why in _invalid_values(a, w)]
+
+
+def _invalid_values(a: A, w) -> list[tuple[object, str]]:
     k, o = a.kind, a.opts
 
     def each(values, why):

@@ -822,6 +822,10 @@ def test_attribute_sweep(world, collection):
                 body[a.name] = value
                 w.run(Req("POST", f"/v2.0/{c}", {singular: body}, template=f"POST /v2.0/{c}",
                           why=f"{a.name}: {why}", expect="refuse"), created_in=c)
+                if c in BULK:   # the same value as the second item of a bulk create
+                    w.run(Req("POST", f"/v2.0/{c}", {plural_key(c): [base_body(w, c), body]},
+                              template=f"POST /v2.0/{c} (bulk)", why=f"{a.name}: {why}",
+                              expect="refuse"), created_in=c)
             if a.put and c not in NO_UPDATE:
                 oid = (w.created[c] or w.fixture[c])[-1]
                 w.run(Req("PUT", f"/v2.0/{c}/{oid}", {singular: {a.name: value}},

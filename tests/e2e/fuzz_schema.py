@@ -119,9 +119,10 @@ RESOURCES = {
     "subnetpools": ("subnetpool", [
         NAME, DESC, PROJECT,
         attr("prefixes", "cidr_list"),
-        attr("default_prefixlen", "int", lo=8, hi=32, lenient=True),
-        attr("min_prefixlen", "int", lo=8, hi=32, lenient=True),
-        attr("max_prefixlen", "int", lo=8, hi=32, lenient=True),
+        # Neutron answers these as strings on GET and POST (its API reference shows "64").
+        attr("default_prefixlen", "int", lo=8, hi=32, lenient=True, as_string=True),
+        attr("min_prefixlen", "int", lo=8, hi=32, lenient=True, as_string=True),
+        attr("max_prefixlen", "int", lo=8, hi=32, lenient=True, as_string=True),
         attr("default_quota", "int", lo=1, hi=1000, lenient=True),
         attr("is_default", "bool"),
         attr("shared", "bool", put=False),

@@ -244,7 +244,7 @@ class World:
                 continue
             for a in attrs:
                 v = o.get(a.name)
-                if v is None:
+                if v is None or a.opts.get("as_string"):
                     continue
                 if a.kind == "bool" and not isinstance(v, bool) or \
                         a.kind == "int" and (isinstance(v, bool) or not isinstance(v, int)):
@@ -762,7 +762,7 @@ def one_step(w: World, c: str, data):
         w.run(req)
     elif op == "list":
         req = list_req(w, c, data)
-        check_list(w, req, w.run(req), c)
+        check_list(w, req, w.run(req, typed=c), c)
     elif op == "wrong-method":
         w.run(wrong_method_req(w, c, data))
     elif op == "raw-body":

@@ -33,6 +33,8 @@ def attr(name, kind, post=True, put=True, **opts):
 
 NAME = attr("name", "str")
 DESC = attr("description", "str")
+# neutron-lib's LONG_DESCRIPTION_FIELD_SIZE (address groups, port forwardings)
+LONG_DESC = attr("description", "str", max=1024)
 PROJECT = attr("project_id", "project", put=False)
 ADMIN_UP = attr("admin_state_up", "bool")
 
@@ -133,7 +135,7 @@ RESOURCES = {
         attr("ip_version", "enum", put=False, values=[4, 6]),
     ], False, False),
     "address-groups": ("address_group", [
-        NAME, DESC, PROJECT, attr("addresses", "cidr_list", put=False),
+        NAME, LONG_DESC, PROJECT, attr("addresses", "cidr_list", put=False),
     ], False, False),
     "rbac-policies": ("rbac_policy", [
         PROJECT,
@@ -162,7 +164,7 @@ REVISIONED = {"networks", "subnets", "ports", "routers", "floatingips", "securit
 BULK = [c for c, v in RESOURCES.items() if v[3]]
 
 PF_ATTRS = [
-    DESC,
+    LONG_DESC,
     attr("external_port", "int", lo=1, hi=65535, bad=[-1, 65536, 10 ** 12]),
     attr("internal_port", "int", lo=1, hi=65535, bad=[-1, 65536, 10 ** 12]),
     attr("internal_ip_address", "ip"),

@@ -91,7 +91,8 @@ RESOURCES = {
         NAME, DESC, ADMIN_UP, PROJECT,
         attr("external_gateway_info", "gw_info"),
         attr("routes", "routes", post=False),
-        attr("distributed", "bool"), attr("ha", "bool"),
+        # convert_to_boolean_if_not_none: null is valid here.
+        attr("distributed", "bool", nullable=True), attr("ha", "bool", nullable=True),
         attr("availability_zone_hints", "az_hints", put=False),
     ], True, False),
     "floatingips": ("floatingip", [
@@ -113,7 +114,9 @@ RESOURCES = {
         attr("protocol", "protocol", put=False),
         attr("port_range_min", "int", put=False, lo=1, hi=65535, bad=[-1, 65536, 10 ** 12]),
         attr("port_range_max", "int", put=False, lo=1, hi=65535, bad=[-1, 65536, 10 ** 12]),
-        attr("remote_ip_prefix", "cidr", put=False, nullable=True),
+        # convert_ip_prefix_to_cidr turns "" into null and takes what netaddr takes (ints).
+        attr("remote_ip_prefix", "cidr", put=False, nullable=True,
+             bad=["10.0.0.0/33", "abc", "300.1.1.0/24", "10.0.0.0/8\x00"]),
         attr("remote_group_id", "ref", put=False, ref="security-groups", nullable=True),
         attr("remote_address_group_id", "ref", put=False, ref="address-groups",
              nullable=True),
@@ -308,7 +311,8 @@ def _invalid_values(a: A, w) -> list[tuple[object, str]]:
                 out.append((None, "null"))
         return out
     if k == "bool":
-        return each(BAD_BOOLS, "not a boolean")
+        return each([v for v in BAD_BOOLS if v is not None or not o.get("nullable")],
+                    "not a boolean")
     if k == "int":
         return each(BAD_INTS, "not an integer") + each(o.get("bad", []), "out of range")
     if k == "enum":
@@ -322,7 +326,7 @@ def _invalid_values(a: A, w) -> list[tuple[object, str]]:
     if k == "ip":
         return each(BAD_IPS, "not an IP address")
     if k == "cidr":
-        return each(BAD_CIDRS, "not a CIDR")
+        return each(o.get("bad", BAD_CIDRS), "not a CIDR")
     if k == "cidr_list":
         return each(["10.0.0.0/8", [5], ["abc"], ["10.0.0.0/33"], {"a": 1}], "bad CIDR list")
     if k == "ip_list":

@@ -561,6 +561,136 @@ def check_list(w: World, req: Req, r, c: str):
         w.rec.add("list-limit", req, 200, f"limit {limits[-1]} but {len(r.json[key])} items")
 
 
+# Attributes whose list filter must select exactly the objects with that value (exact match,
+# as Neutron). Left out: `shared` and `router:external` (they follow RBAC records, issue 10
+# item 7), addresses (canonical forms), and what is not a scalar.
+ORACLE_KINDS = {"str", "bool", "enum", "ref", "int", "project"}
+ORACLE_SKIP = {"shared", "router:external", "protocol"}
+
+
+def _matches(value, wanted: list[str]) -> bool:
+    if isinstance(value, bool):
+        return any(x.lower() in (("true", "1") if value else ("false", "0")) for x in wanted)
+    return str(value) in wanted
+
+
+def _tags_match(tags, key, wanted):
+    tags = set(tags or [])
+    if key == "tags":
+        return wanted <= tags
+    if key == "tags-any":
+        return bool(wanted & tags)
+    if key == "not-tags":
+        return not wanted <= tags
+    return not wanted & tags   # not-tags-any
+
+
+def oracle_step(w: World, c: str, data):
+    """A list query whose answer is computed here from the unfiltered list: filters on
+    scalar attributes (one or two, a value of an existing object or not), tag filters, the
+    fixed IP lookup of ports, and paging with limit and marker through the whole
+    collection. The server must return exactly those objects, each once, in order when
+    paged."""
+    key = plural_key(c)
+    full = w.run(Req("GET", f"/v2.0/{c}", template=f"GET /v2.0/{c}", why="oracle base",
+                     expect={200}))
+    kinds = ["filter", "filter", "page"] + (["tags"] if c in TAGGABLE else []) + \
+        (["fixed_ips", "fixed_ips"] if c == "ports" else [])
+    kind = data.draw(st.sampled_from(kinds))
+    # Draw everything before looking at the answer, so the draws never depend on it.
+    picks = [data.draw(st.integers(0, 63)) for _ in range(6)]
+    two = data.draw(st.booleans())
+    limit = data.draw(st.integers(1, 4))
+    desc = data.draw(st.booleans())
+    if full is None or full.status != 200 or not isinstance(full.json, dict):
+        return
+    items = full.json.get(key) or []
+    if not items:
+        return
+    attrs = [a for a in RESOURCES[c][1] if a.kind in ORACLE_KINDS and a.name not in
+             ORACLE_SKIP and not a.opts.get("as_string")]
+
+    def value_of(i, name):
+        v = items[picks[i] % len(items)].get(name)
+        return v if isinstance(v, (str, int, bool)) else None
+
+    if kind == "filter" and attrs:
+        chosen = [attrs[picks[0] % len(attrs)]]
+        if two:
+            chosen.append(attrs[picks[1] % len(attrs)])
+        filters: dict[str, list[str]] = {}
+        for n, a in enumerate(chosen):
+            v = value_of(2 + n, a.name)
+            if v is None:
+                continue
+            filters.setdefault(a.name, []).append(str(v).lower() if isinstance(v, bool)
+                                                  else str(v))
+        if not filters:
+            return
+        query = "&".join(f"{q(k)}={q(v)}" for k, vs in filters.items() for v in vs)
+        expected = [o["id"] for o in items
+                    if all(_matches(o.get(k), vs) for k, vs in filters.items())]
+        why = "filter on " + "+".join(sorted(filters))
+    elif kind == "tags" and c in TAGGABLE:
+        tkey = ["tags", "tags-any", "not-tags", "not-tags-any"][picks[0] % 4]
+        alltags = sorted({t for o in items for t in (o.get("tags") or [])}) or ["t1"]
+        wanted = {alltags[picks[1] % len(alltags)]}
+        if two:
+            wanted.add(alltags[picks[2] % len(alltags)])
+        query = f"{tkey}={q(','.join(sorted(wanted)))}"
+        expected = [o["id"] for o in items if _tags_match(o.get("tags"), tkey, wanted)]
+        why = f"filter {tkey}"
+    elif kind == "fixed_ips" and c == "ports":
+        ips = [(ip["ip_address"], ip["subnet_id"]) for o in items
+               for ip in o.get("fixed_ips") or []]
+        if not ips:
+            return
+        ip, subnet = ips[picks[0] % len(ips)]
+        by = "ip_address" if not two else "subnet_id"
+        val = ip if by == "ip_address" else subnet
+        query = f"fixed_ips={q(by + '=' + val)}"
+        expected = [o["id"] for o in items
+                    if any(f.get(by) == val for f in o.get("fixed_ips") or [])]
+        why = f"filter fixed_ips={by}"
+    else:
+        order = sorted((o["id"] for o in items), reverse=desc)
+        direction = "desc" if desc else "asc"
+        got, marker, pages = [], None, 0
+        while pages <= len(order) // limit + 1:
+            page_q = f"limit={limit}&sort_key=id&sort_dir={direction}" + \
+                (f"&marker={marker}" if marker else "")
+            r = w.run(Req("GET", f"/v2.0/{c}?{page_q}", template=f"GET /v2.0/{c}?",
+                          why="paging", expect={200}))
+            pages += 1
+            if r is None or r.status != 200 or not isinstance(r.json, dict):
+                return
+            page = [o["id"] for o in r.json.get(key) or []]
+            got += page
+            if len(page) < limit:
+                break
+            marker = page[-1]
+        if got != order:
+            first = next((i for i, (x, y) in enumerate(zip(got, order)) if x != y),
+                         min(len(got), len(order)))
+            w.rec.add("page-result", Req("GET", f"/v2.0/{c}?limit={limit}&sort_key=id&"
+                                         f"sort_dir={direction}", template=f"GET /v2.0/{c}?",
+                                         why="paging with limit and marker"), 200,
+                      f"pages gave {len(got)} ids ({len(set(got))} distinct), "
+                      f"expected {len(order)}; first difference at position {first}")
+        return
+    req = Req("GET", f"/v2.0/{c}?{query}", template=f"GET /v2.0/{c}?", why=why, expect={200})
+    r = w.run(req)
+    if r is None or r.status != 200 or not isinstance(r.json, dict):
+        return
+    got = [o.get("id") for o in r.json.get(key) or []]
+    if sorted(got) != sorted(expected):
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        w.rec.add("filter-result", req, 200,
+                  f"{len(got)} objects, expected {len(expected)}: missing {missing[:3]}, "
+                  f"unexpected {extra[:3]}, duplicates {len(got) - len(set(got))}")
+
+
 def wrong_method_req(w: World, c: str, data) -> Req:
     oid = w.target(data, c)
     method, path, tmpl = data.draw(st.sampled_from([
@@ -728,6 +858,7 @@ def one_step(w: World, c: str, data):
         ops += ["tags", "tags"]
     if c in ("routers", "subnetpools", "address-groups"):
         ops += ["action", "action"]
+    ops += ["oracle", "oracle"]
     op = data.draw(st.sampled_from(ops))
     if op == "update" and c in NO_UPDATE:
         oid = w.target(data, c)
@@ -771,6 +902,8 @@ def one_step(w: World, c: str, data):
         w.run(tag_req(w, c, data))
     elif op == "action":
         w.run(action_req(w, c, data))
+    elif op == "oracle":
+        oracle_step(w, c, data)
     w.trim(c)
 
 

@@ -42,7 +42,7 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import PgDatabase, get_token, start_all_in_one, start_pg_server
+from conftest import Cloud, PgDatabase, get_token, start_all_in_one, start_pg_server
 from fuzz_schema import (BULK, ODD_STRINGS, PATH_IDS, PF_ATTRS,
                          NO_UPDATE, QUOTA_KEYS, RANDOM_UUID, RESOURCES, REVISIONED, TAGGABLE,
                          invalid_value, one_per_class, pick, valid_value)
@@ -79,10 +79,11 @@ class World:
     """A dedicated server, its admin client, the fixture objects requests refer to, the
     objects the fuzz created, the last snapshot and the violations found."""
 
-    def __init__(self, backend, api_url, token, admin_project):
+    def __init__(self, backend, api_url, token, admin_project, snap_token=None):
         self.backend = backend
         self.client = RawClient(api_url, token)
-        self.snapshotter = Snapshotter(api_url, token)
+        # The snapshot is always the admin's view (everything), whoever sends the requests.
+        self.snapshotter = Snapshotter(api_url, snap_token or token)
         self.rec = Recorder(api_url)
         self.admin_project = admin_project
         self.other_project = uuid.uuid4().hex
@@ -102,24 +103,29 @@ class World:
         self.fixture.setdefault(collection, []).append(obj["id"])
         return obj
 
-    def setup(self):
+    def setup(self, ext=None):
+        """The fixture objects; EXT (network, subnet) is an external network made by the
+        admin, for a world whose requests come from a project member."""
         net = self.make("networks", {"name": "fz-net"})
         self.net = net["id"]
         self.subnet = self.make("subnets", {"network_id": self.net, "ip_version": 4,
                                             "cidr": "10.9.0.0/24", "name": "fz-sub"})["id"]
         self.make("subnets", {"network_id": self.net, "ip_version": 6,
                               "cidr": "fd00:9::/64", "name": "fz-sub6"})
-        ext = self.make("networks", {"name": "fz-ext", "router:external": True})
-        self.ext_net = ext["id"]
-        self.ext_subnet = self.make("subnets", {
-            "network_id": self.ext_net, "ip_version": 4, "cidr": "172.24.9.0/24",
-            "name": "fz-ext-sub"})["id"]
+        if ext:
+            self.ext_net, self.ext_subnet = ext
+        else:
+            self.ext_net = self.make("networks", {"name": "fz-ext",
+                                                  "router:external": True})["id"]
+            self.ext_subnet = self.make("subnets", {
+                "network_id": self.ext_net, "ip_version": 4, "cidr": "172.24.9.0/24",
+                "name": "fz-ext-sub"})["id"]
         self.sg = self.make("security-groups", {"name": "fz-sg"})["id"]
         port = self.make("ports", {"network_id": self.net, "name": "fz-port",
                                    "fixed_ips": [{"ip_address": "10.9.0.10"}]})
         self.port, self.port_ip = port["id"], "10.9.0.10"
         self.router = self.make("routers", {
-            "name": "fz-router", "external_gateway_info": {"network_id": ext["id"]}})["id"]
+            "name": "fz-router", "external_gateway_info": {"network_id": self.ext_net}})["id"]
         r = self.client.send(Req("PUT", f"/v2.0/routers/{self.router}/add_router_interface",
                                  {"subnet_id": self.subnet}))
         assert r.status == 200, f"set-up: add_router_interface -> {r.status} {r.json}"
@@ -290,6 +296,7 @@ def start_world(backend, tmp: Path):
         srv = start_pg_server(workdir, db.url, "pw-" + uuid.uuid4().hex, name="fuzz-server")
     token, tok = get_token(srv.identity_url, srv.password)
     w = World(backend, srv.api_url, token, tok["project"]["id"])
+    w.server = srv
     return w, srv, db
 
 
@@ -305,6 +312,23 @@ def world(request, e2e_tmp):
         srv.stop()
         if db:
             db.drop()
+
+
+@pytest.fixture(scope="module")
+def member_world(world):
+    """The same server seen by a user with the `member` role on a project of its own: its
+    own fixture objects (the admin's external network for gateways and floating IPs), the
+    admin's snapshot to check for partial writes."""
+    cloud = Cloud(world.backend, [world.server], Path(tempfile.gettempdir()))
+    acct = cloud.new_account("member")
+    w = World(world.backend, world.server.api_url, acct.token(), acct.project_id,
+              snap_token=cloud.admin_token())
+    try:
+        w.setup(ext=(world.ext_net, world.ext_subnet))
+        yield w
+    finally:
+        w.client.close()
+        w.snapshotter.close()
 
 
 # --------------------------------------------------------------------------- generation
@@ -938,6 +962,28 @@ def test_fuzz_resource(world, collection):
 
     step()
     finish(w, collection)
+
+
+MEMBER_COLLECTIONS = ["networks", "subnets", "ports", "routers", "floatingips",
+                      "security-groups", "security-group-rules", "address-groups",
+                      "rbac-policies"]
+
+
+@pytest.mark.parametrize("collection", MEMBER_COLLECTIONS)
+def test_fuzz_resource_as_member(member_world, collection):
+    """The same generation as a project member: project-scoped queries and policy checks
+    take other paths through the server (fewer examples: the admin run covers the
+    attributes)."""
+    w = member_world
+    w.snap = w.take_snapshot()
+
+    @fuzz_settings(max(20, EXAMPLES // 2))
+    @given(st.data())
+    def step(data):
+        one_step(w, collection, data)
+
+    step()
+    finish(w, f"{collection} as a member")
 
 
 @pytest.mark.parametrize("collection", list(RESOURCES))

@@ -1005,6 +1005,17 @@ def test_attribute_sweep(world, collection):
     w, c = world, collection
     singular, attrs, _, _ = RESOURCES[c]
     w.snap = w.take_snapshot()
+    # Ids with a NUL in the path, on every verb of the item (and its tags).
+    for pid in ("%00", "a%00b"):
+        paths = [("GET", f"/v2.0/{c}/{pid}", None), ("DELETE", f"/v2.0/{c}/{pid}", None)]
+        if c not in NO_UPDATE:
+            paths.append(("PUT", f"/v2.0/{c}/{pid}", {singular: {}}))
+        if c in TAGGABLE:
+            paths += [("PUT", f"/v2.0/{c}/{pid}/tags/t1", None),
+                      ("GET", f"/v2.0/{c}/{pid}/tags", None)]
+        for method, path, body in paths:
+            w.run(Req(method, path, body, template=f"{method} {path.replace(pid, '{id}')}",
+                      why=f"path id {pid!r}", expect={400, 404}))
     for a in attrs:
         for value, why in one_per_class(a, w):
             if a.post:

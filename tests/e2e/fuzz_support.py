@@ -54,7 +54,9 @@ class Req:
     def show(self, base_url: str = "http://127.0.0.1:PORT") -> str:
         """How to reproduce: a curl line (when the body is printable) and the Python literal."""
         data = self.payload()
-        parts = ["curl -s -i -X", self.method, "-H", '"X-Auth-Token: $TOKEN"']
+        parts = ["curl -s -i -X", self.method]
+        if "X-Auth-Token" not in self.headers:
+            parts += ["-H", '"X-Auth-Token: $TOKEN"']
         if data is not None:
             parts += ["-H", "'Content-Type: application/json'"]
         for k, v in self.headers.items():
@@ -62,8 +64,8 @@ class Req:
         parts.append(shlex.quote(base_url + self.path))
         if data is not None:
             if len(data) > 2000:
-                parts.append(f"--data-binary @<(python3 -c 'print({data[:20]!r}...)')  "
-                             f"# {len(data)} bytes")
+                parts.append(f"--data-binary @body  # {len(data)} bytes, starting "
+                             f"{data[:40]!r}")
             else:
                 try:
                     parts += ["--data-binary", shlex.quote(data.decode("utf-8"))]

@@ -4,6 +4,8 @@
 //! Requests are checked here before any service logic: unknown attributes, attributes not
 //! allowed in POST/PUT, missing required ones and ill-typed values all give 400 with Neutron's
 //! messages. Values are normalised (booleans from "True"/"false", integers from strings).
+//! String attributes refuse control characters: free text (descriptions, user data) may hold
+//! tab and line breaks, every other string is one line (see `common::check_line`).
 //! This module is pure; it must never consult the store or policy.
 
 use serde_json::{Map, Value};
@@ -131,16 +133,28 @@ pub fn is_uuid(s: &str) -> bool {
     uuid::Uuid::try_parse(s).is_ok()
 }
 
+/// Attributes holding free text, which may span lines (see `common::check_text`); every
+/// other string attribute is one line (`common::check_line`).
+const FREE_TEXT: &[&str] = &["description", "user_data"];
+
 fn check_value(a: &Attr, v: Value) -> ApiResult<Value> {
     let name = a.name;
     let str_check = |v: &Value, max: usize| -> ApiResult<()> {
-        match v {
-            Value::String(s) if s.chars().count() <= max => Ok(()),
-            Value::String(s) => Err(bad_value(
+        let Value::String(s) = v else {
+            return Err(bad_value(name, format!("'{v}' is not a valid string")));
+        };
+        if FREE_TEXT.contains(&name) {
+            crate::common::check_text(name, s)?;
+        } else {
+            crate::common::check_line(name, s)?;
+        }
+        if s.chars().count() <= max {
+            Ok(())
+        } else {
+            Err(bad_value(
                 name,
                 format!("'{s}' exceeds maximum length of {max}"),
-            )),
-            other => Err(bad_value(name, format!("'{other}' is not a valid string"))),
+            ))
         }
     };
     match a.ty {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,6 +30,7 @@ pub mod attrs;
 pub mod availability_zones;
 pub mod binding;
 pub mod common;
+pub mod edge;
 pub mod extensions;
 pub mod floatingips;
 pub mod ip_availability;
@@ -167,12 +168,18 @@ pub fn router(state: ApiState) -> Router {
             authenticate,
         ))
         .with_state(state);
+    let edge_cfg = edge::EdgeConfig::from_ini(&state_for_metadata.cfg.ini).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "invalid edge configuration; using the defaults");
+        edge::EdgeConfig::default()
+    });
     Router::new()
         .route("/", get(versions))
         // The metadata service authenticates by the proxy's signature, not by token.
         .merge(metadata_service::routes(state_for_metadata))
         .merge(v2)
-        .layer(axum::middleware::from_fn(request_id))
+        // The edge has read the body, bounded; the extractors must not apply another limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(edge_cfg, edge::edge))
 }
 
 /// `GET /`: the version document (no authentication, as Neutron).
@@ -212,24 +219,6 @@ async fn not_found() -> ApiError {
         "HTTPNotFound",
         "The resource could not be found.",
     )
-}
-
-/// Adds `X-Openstack-Request-Id: req-<uuid>` to every response and a tracing span per request.
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = format!("req-{}", uuid::Uuid::new_v4());
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let _enter = span.enter();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    drop(_enter);
-    let started = std::time::Instant::now();
-    let mut resp = next.run(req).await;
-    tracing::debug!(request_id = %id, %method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-openstack-request-id", v);
-    }
-    resp
 }
 
 /// The request id, available to handlers as an extension.

@@ -64,9 +64,24 @@ impl ApiError {
         )
     }
 
-    /// 400 `HTTPBadRequest` with a free message (used for malformed bodies and attributes).
+    /// 400 `HTTPBadRequest` with a free message: what Neutron raises as
+    /// `webob.exc.HTTPBadRequest` (malformed bodies, attribute validation in
+    /// `prepare_request_body`, unknown filters and sort keys). Errors Neutron raises as a
+    /// neutron-lib exception use that exception's type instead ([`ApiError::invalid_input`],
+    /// [`ApiError::bad_request_for`], or [`ApiError::new`] with the class name).
     pub fn bad_request(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "HTTPBadRequest", msg)
+    }
+
+    /// 400 `BadRequest` (neutron-lib's generic exception): "Bad <resource> request: <msg>.",
+    /// e.g. `limit` and `if-match` errors of neutron/api/api_common.py. The message is
+    /// formatted as Neutron formats it, trailing period included.
+    pub fn bad_request_for(resource: &str, msg: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("Bad {resource} request: {msg}."),
+        )
     }
 
     /// 404 `<Resource>NotFound`, e.g. `NetworkNotFound`: "Network X could not be found.".

@@ -265,11 +265,13 @@ async fn start(
         .chain(neutrino_api::ml2::KNOWN_OPTIONS)
         .chain(neutrino_api::l3_scheduler::KNOWN_OPTIONS)
         .chain(neutrino_api::agents::KNOWN_OPTIONS)
+        .chain(neutrino_api::edge::KNOWN_OPTIONS)
         .chain(neutrino_agent::config::KNOWN_OPTIONS)
         .copied()
         .collect();
     cfg.log_unknown(&known);
     neutrino_api::agents::AgentConfig::from_ini(&cfg.ini)?;
+    neutrino_api::edge::EdgeConfig::from_ini(&cfg.ini)?;
     let policy = neutrino_api::policy::Policy::load(cfg.policy_file.as_deref().map(Path::new))?;
     let host = cfg.bind_host.clone();
     let mut tasks = Vec::new();

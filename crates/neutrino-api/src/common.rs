@@ -128,19 +128,11 @@ fn check_strings(v: &Value, key: &str) -> ApiResult<()> {
     }
 }
 
-// Control characters. Neutron itself checks none (neutron-lib's `validate_string` checks
-// type and length), and MySQL stores them; but PostgreSQL refuses NUL in text, and a name
-// with an escape sequence or a line break in it corrupts every table and log that shows it.
-// So, as a deliberate difference from Neutron, on both engines:
-// - one-line strings (names, ids and every other typed string attribute, the URL path,
-//   query keys) refuse every control character: C0, DEL and C1;
-// - free text (descriptions, user data, strings nested in bodies, filter values) refuses
-//   NUL and the C0 controls other than tab, line feed and carriage return, which multi-line
-//   text legitimately holds (Horizon's description fields are text areas).
+// Control characters: the rules and why are in `neutrino_core::edge`.
 
 /// Refuses a one-line string holding a control character (400, naming `what`).
 pub fn check_line(what: &str, s: &str) -> ApiResult<()> {
-    if s.chars().any(char::is_control) {
+    if !neutrino_core::edge::is_line(s) {
         Err(control_characters(what))
     } else {
         Ok(())
@@ -149,16 +141,15 @@ pub fn check_line(what: &str, s: &str) -> ApiResult<()> {
 
 /// Refuses free text holding NUL or a C0 control other than tab, LF and CR (400).
 pub fn check_text(what: &str, s: &str) -> ApiResult<()> {
-    if s.chars()
-        .any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
-    {
+    if !neutrino_core::edge::is_text(s) {
         Err(control_characters(what))
     } else {
         Ok(())
     }
 }
 
-fn control_characters(what: &str) -> ApiError {
+/// 400 for a string holding a refused character, naming the attribute (or URL part).
+pub(crate) fn control_characters(what: &str) -> ApiError {
     ApiError::bad_request(format!(
         "Invalid input for {what}. Reason: NUL and control characters are not allowed."
     ))

@@ -11,10 +11,9 @@
 //!   to close the connection without telling the client, whose next request then fails.
 //!   When the body is not read whole (413, broken body) the answer says `Connection: close`.
 //! - Control characters are refused (400) in the URL path and the query before they reach a
-//!   handler or the store (PostgreSQL cannot hold NUL in text at all). The rules are
-//!   [`common::check_line`](crate::common::check_line) for the path and query keys, and
-//!   [`common::check_text`](crate::common::check_text) for query values; bodies are checked
-//!   where they are parsed, in [`common::parse_json`](crate::common::parse_json).
+//!   handler or the store (PostgreSQL cannot hold NUL in text at all), by the rules of
+//!   [`neutrino_core::edge`]; bodies are checked where they are parsed, in
+//!   [`common::parse_json`](crate::common::parse_json).
 //! - Error answers the framework makes itself (405, 413, extractor rejections) get Neutron's
 //!   `{"NeutronError": {...}}` body, with the webob exception name Neutron reports, keeping
 //!   their headers (`Allow` on 405). The metadata service (`/metadata`) answers plain text like
@@ -22,9 +21,7 @@
 //!
 //! This module knows no resource: it must never consult the store, policy or identity.
 
-use std::pin::Pin;
-
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -32,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use neutrino_core::config::{ConfigError, Ini};
+use neutrino_core::edge::{self as core_edge, BodyError, UriProblem};
 use neutrino_core::{ApiError, ApiResult};
 
 use crate::RequestId;
@@ -41,7 +39,7 @@ use crate::common;
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[("oslo_middleware", "max_request_body_size")];
 
 /// oslo.middleware's default `max_request_body_size`.
-pub const DEFAULT_MAX_BODY: usize = 114_688;
+pub const DEFAULT_MAX_BODY: usize = core_edge::DEFAULT_MAX_BODY;
 
 /// Limits applied at the edge.
 #[derive(Debug, Clone, Copy)]
@@ -102,9 +100,9 @@ pub(crate) async fn edge(State(cfg): State<EdgeConfig>, req: Request, next: Next
 
 async fn handle(cfg: EdgeConfig, id: String, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let body = match read_body(&parts.headers, body, cfg.max_body).await {
+    let body = match core_edge::read_body(&parts.headers, body, cfg.max_body).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return body_error(e),
     };
     let plain_text_service = is_metadata_service(parts.uri.path());
     if let Err(e) = check_uri(&parts.uri) {
@@ -123,29 +121,20 @@ fn is_metadata_service(path: &str) -> bool {
     path == "/metadata" || path.starts_with("/metadata/")
 }
 
-/// Why a body was not read whole.
-enum BodyError {
-    /// Longer than the limit (declared or read).
-    TooLarge,
-    /// The client broke off or sent a malformed body.
-    Broken(axum::Error),
-}
-
-impl IntoResponse for BodyError {
-    fn into_response(self) -> Response {
-        let err = match self {
-            BodyError::TooLarge => too_large(),
-            BodyError::Broken(e) => {
-                tracing::info!(error = %e, "request body could not be read");
-                ApiError::bad_request("Body contains invalid data")
-            }
-        };
-        // The rest of the body is still on the connection: it cannot carry another request.
-        let mut resp = err.into_response();
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
-    }
+/// The answer to a body not read whole.
+fn body_error(e: BodyError) -> Response {
+    let err = match e {
+        BodyError::TooLarge => too_large(),
+        BodyError::Broken(e) => {
+            tracing::info!(error = %e, "request body could not be read");
+            ApiError::bad_request("Body contains invalid data")
+        }
+    };
+    // The rest of the body is still on the connection: it cannot carry another request.
+    let mut resp = err.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// 413 as oslo.middleware's size limiter words it, in Neutron's body.
@@ -157,84 +146,18 @@ fn too_large() -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (a declared `Content-Length` over
-/// the limit is refused without reading).
-async fn read_body(
-    headers: &axum::http::HeaderMap,
-    mut body: Body,
-    limit: usize,
-) -> Result<Bytes, BodyError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(BodyError::Broken)?;
-        let Ok(data) = frame.into_data() else {
-            continue; // trailers
-        };
-        len = len.saturating_add(data.len());
-        if len > limit {
-            return Err(BodyError::TooLarge);
-        }
-        if !data.is_empty() {
-            chunks.push(data);
-        }
-    }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => Bytes::from(chunks.concat()),
-    })
-}
-
-/// Refuses control characters (and bytes that are not UTF-8) in the decoded path and query.
+/// Refuses control characters (and bytes that are not UTF-8) in the decoded path and query,
+/// with Neutron's attribute-validation wording.
 fn check_uri(uri: &axum::http::Uri) -> ApiResult<()> {
-    let path = percent_decode(uri.path().as_bytes(), false);
-    let path = std::str::from_utf8(&path)
-        .map_err(|_| ApiError::bad_request("Invalid URL: the path is not valid UTF-8"))?;
-    common::check_line("URL path", path)?;
-    for pair in uri.query().unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let k = String::from_utf8_lossy(&percent_decode(k.as_bytes(), true)).into_owned();
-        common::check_line("query parameter", &k)?;
-        let v = percent_decode(v.as_bytes(), true);
-        common::check_text(&k, &String::from_utf8_lossy(&v))?;
+    match core_edge::check_uri(uri) {
+        Ok(()) => Ok(()),
+        Err(UriProblem::PathNotUtf8) => Err(ApiError::bad_request(
+            "Invalid URL: the path is not valid UTF-8",
+        )),
+        Err(UriProblem::Path) => Err(common::control_characters("URL path")),
+        Err(UriProblem::QueryKey) => Err(common::control_characters("query parameter")),
+        Err(UriProblem::QueryValue(k)) => Err(common::control_characters(&k)),
     }
-    Ok(())
-}
-
-/// Decodes `%XX` escapes (and `+` as a space in a query); malformed escapes stay as they are,
-/// as the form decoder of list queries leaves them.
-fn percent_decode(s: &[u8], plus_is_space: bool) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus_is_space => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
 }
 
 /// The webob exception Neutron reports for a status, and its message when nothing more
@@ -330,16 +253,6 @@ async fn neutron_error_body(resp: Response) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode(b"/a%00b", false), b"/a\0b");
-        assert_eq!(percent_decode(b"a+b%2", true), b"a b%2");
-        assert_eq!(percent_decode(b"a+b", false), b"a+b");
-        assert_eq!(percent_decode(b"%4", false), b"%4");
-        assert_eq!(percent_decode(b"%41", false), b"A");
-        assert_eq!(percent_decode(b"%zz%41%", false), b"%zzA%");
-    }
 
     #[test]
     fn uri_checks() {

@@ -1,8 +1,10 @@
 //! The Keystone HTTP surface: routing, version discovery, the `/v3/auth/*` endpoints, and the
 //! extractors shared with the admin handlers ([`Caller`], [`Params`], [`parse_json`]).
 //!
-//! Every request body is parsed here, never trusted: malformed JSON is a Keystone-style 400,
-//! an absent or invalid `X-Auth-Token` a 401 carrying `WWW-Authenticate`. Handlers stay short:
+//! Every request body is read whole first (bounded, 413 beyond oslo.middleware's limit) and
+//! parsed here, never trusted: malformed JSON or control characters (in the body, path or
+//! query) are a Keystone-style 400, an absent or invalid `X-Auth-Token` a 401 carrying
+//! `WWW-Authenticate`. Handlers stay short:
 //! parse, authorize, call the token or store layer, render. This module must never echo a
 //! token value or password back to a client or into a log.
 
@@ -10,15 +12,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use neutrino_core::edge;
 
 use crate::error::{IdentityError, error_body};
 use crate::store::{self, Target, User};
@@ -88,9 +93,62 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     }
 }
 
-/// Parses a JSON body into `T`, or a Keystone 400.
+/// Parses a JSON body into `T`, or a Keystone 400. Strings (keys included) holding NUL or a
+/// C0 control other than tab and line breaks are refused (`neutrino_core::edge`): PostgreSQL
+/// cannot store NUL, and a user name with control characters has no business in a log.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, IdentityError> {
-    serde_json::from_slice(body).map_err(|e| IdentityError::invalid(format!("request body: {e}")))
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| IdentityError::invalid(format!("request body: {e}")))?;
+    check_strings(&v)?;
+    serde_json::from_value(v).map_err(|e| IdentityError::invalid(format!("request body: {e}")))
+}
+
+fn check_strings(v: &Value) -> Result<(), IdentityError> {
+    let refused = || IdentityError::invalid("NUL and control characters are not allowed");
+    match v {
+        Value::String(s) if !edge::is_text(s) => Err(refused()),
+        Value::Array(items) => items.iter().try_for_each(check_strings),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            if edge::is_line(k) {
+                check_strings(x)
+            } else {
+                Err(refused())
+            }
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Outermost layer of the identity port (see `neutrino_core::edge`): reads the body whole
+/// within oslo.middleware's default limit before routing, so answers that need no body (a
+/// 401 from [`Caller`]) leave a keep-alive connection usable, and refuses control characters
+/// in the path and query before they reach the store.
+async fn edge_layer(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match edge::read_body(&parts.headers, body, edge::DEFAULT_MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let (status, message) = match e {
+                edge::BodyError::TooLarge => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "Request is too large.")
+                }
+                edge::BodyError::Broken(_) => (
+                    StatusCode::BAD_REQUEST,
+                    "The request body could not be read.",
+                ),
+            };
+            let mut resp = (status, axum::Json(error_body(status, message))).into_response();
+            // The rest of the body is still on the connection.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+    };
+    if edge::check_uri(&parts.uri).is_err() {
+        return IdentityError::invalid("NUL and control characters are not allowed in the URL")
+            .into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(body))).await
 }
 
 /// A list answer with Keystone's `links`.
@@ -127,6 +185,8 @@ impl Identity {
                 self.clone(),
                 www_authenticate,
             ))
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn(edge_layer))
             .with_state(self.clone())
     }
 }

@@ -560,3 +560,78 @@ async fn remote_keystone_validates_with_a_service_token() {
         .await;
     assert_eq!(s, StatusCode::CREATED);
 }
+
+/// Answers that need no body (a 401 from a bad token, a 404) must leave a keep-alive
+/// connection usable: the body that follows the head is read, not left on the wire for hyper
+/// to give up on. Bodies over oslo.middleware's 114688 bytes are 413.
+#[tokio::test]
+async fn early_answers_keep_the_connection_and_big_bodies_are_413() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let t = sqlite().await;
+    let srv = serve(t.db.clone(), 3600).await;
+    let admin = srv.admin_token().await;
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut exchange = |head: String, body: &[u8]| -> std::io::Result<(u16, String)> {
+            w.write_all(head.as_bytes())?;
+            w.flush()?;
+            if !body.is_empty() {
+                std::thread::sleep(Duration::from_millis(50));
+                w.write_all(body)?;
+            }
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let status = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0);
+            let mut len = 0;
+            let mut headers = String::new();
+            loop {
+                line.clear();
+                r.read_line(&mut line)?;
+                if line.trim().is_empty() {
+                    break;
+                }
+                headers.push_str(&line.to_ascii_lowercase());
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut b = vec![0; len];
+            r.read_exact(&mut b)?;
+            Ok((status, headers))
+        };
+        let body = br#"{"project": {"name": "kept"}}"#;
+        let req = |method: &str, path: &str, token: &str, len: usize| {
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: t\r\nX-Auth-Token: {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+            )
+        };
+        for round in 0..3 {
+            let (s, _) = exchange(req("POST", "/v3/projects", "bogus", body.len()), body).unwrap();
+            assert_eq!(s, 401);
+            let (s, _) = exchange(req("POST", "/v3/nowhere", &admin, body.len()), body).unwrap();
+            assert_eq!(s, 404);
+            let (s, _) = exchange(req("GET", "/v3/projects", &admin, 0), b"")
+                .unwrap_or_else(|e| panic!("request after early answers (round {round}): {e}"));
+            assert_eq!(s, 200);
+        }
+        let (s, headers) = exchange(req("POST", "/v3/projects", &admin, 114_689), b"").unwrap();
+        assert_eq!(s, 413);
+        assert!(headers.contains("connection: close"), "{headers}");
+    })
+    .await
+    .unwrap();
+}

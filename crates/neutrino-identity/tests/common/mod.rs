@@ -164,6 +164,7 @@ impl Server {
 /// on. Run against every database engine.
 pub async fn tempest_flow(srv: &Server) {
     let admin = srv.admin_token().await;
+    control_characters_are_refused(srv, &admin).await;
     // Tempest: find the credentials domain by name.
     let (s, doms) = srv.get("/v3/domains?name=Default", &admin).await;
     assert_eq!(s, StatusCode::OK);
@@ -373,4 +374,49 @@ pub async fn tempest_flow(srv: &Server) {
         srv.get("/v3/projects", &other).await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// NUL and control characters never reach the store (PostgreSQL answered 500 to any NUL in
+/// a bound parameter): 400, Keystone style, in the path, the query and bodies.
+pub async fn control_characters_are_refused(srv: &Server, admin: &str) {
+    let bad = |what: &str, s: StatusCode, b: &Value| {
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {b}");
+        assert_eq!(b["error"]["code"], 400, "{what}: {b}");
+    };
+    for path in [
+        "/v3/users/%00",
+        "/v3/projects/a%07b",
+        "/v3/projects?name=%00",
+        "/v3/users?%00=x",
+    ] {
+        let (s, b) = srv.get(path, admin).await;
+        bad(path, s, &b);
+    }
+    let (s, _, b) = srv
+        .auth(&password_auth(
+            json!({"name": "ad\u{0}min", "domain": {"name": "Default"}}),
+            ADMIN_PW,
+            None,
+        ))
+        .await;
+    bad("user name in auth", s, &b);
+    let (s, b) = srv
+        .post(
+            "/v3/projects",
+            admin,
+            json!({"project": {"name": "p\u{0}"}}),
+        )
+        .await;
+    bad("project name", s, &b);
+    let (s, b) = srv
+        .post(
+            "/v3/users",
+            admin,
+            json!({"user": {"name": "u", "description": "\u{1b}[2J"}}),
+        )
+        .await;
+    bad("user description", s, &b);
+    let (s, b) = srv.get("/v3/projects?name=p", admin).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["projects"], json!([]), "nothing was stored: {b}");
 }

@@ -107,24 +107,26 @@ fn bad_value(attr: &str, reason: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request(format!("Invalid input for {attr}. Reason: {reason}."))
 }
 
-/// Converts a boolean the way neutron-lib's `convert_to_boolean` does.
-pub fn to_bool(name: &str, v: &Value) -> ApiResult<bool> {
-    match v {
-        Value::Bool(b) => Ok(*b),
-        Value::Number(n) if n.as_i64() == Some(0) => Ok(false),
-        Value::Number(n) if n.as_i64() == Some(1) => Ok(true),
-        Value::String(s) => match s.to_ascii_lowercase().as_str() {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(bad_value(
-                name,
-                format!("'{s}' cannot be converted to boolean"),
-            )),
-        },
-        other => Err(bad_value(
-            name,
-            format!("'{other}' cannot be converted to boolean"),
-        )),
+/// Converts a boolean the way neutron-lib's `convert_to_boolean` does (oslo's strict
+/// `bool_from_string`): booleans, and values whose text is `1`/`0`, `true`/`false`,
+/// `t`/`f`, `yes`/`no`, `y`/`n` or `on`/`off` in any case, spaces around ignored. A failed
+/// conversion is `InvalidInput` ("Invalid input for operation: ..."), as there: Neutron's
+/// `convert_to` functions raise it directly, unlike its validators. `_name` is the attribute,
+/// which Neutron's message does not name.
+pub fn to_bool(_name: &str, v: &Value) -> ApiResult<bool> {
+    let text = match v {
+        Value::Bool(b) => return Ok(*b),
+        Value::String(s) => s.trim().to_ascii_lowercase(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    match text.as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
+        _ => Err(ApiError::invalid_input(format_args!(
+            "'{}' cannot be converted to boolean",
+            display(v)
+        ))),
     }
 }
 
@@ -178,15 +180,16 @@ fn check_value(a: &Attr, v: Value) -> ApiResult<Value> {
         Ty::Int | Ty::IntOrNull => match &v {
             Value::Null if a.ty == Ty::IntOrNull => Ok(v),
             Value::Number(n) if n.is_i64() => Ok(v),
+            // neutron-lib's convert_to_int: InvalidInput, like booleans.
             Value::String(s) => s
                 .trim()
                 .parse::<i64>()
                 .map(Value::from)
-                .map_err(|_| bad_value(name, format!("'{s}' is not an integer"))),
-            other => Err(bad_value(
-                name,
-                format!("'{}' is not an integer", display(other)),
-            )),
+                .map_err(|_| ApiError::invalid_input(format_args!("'{s}' is not an integer"))),
+            other => Err(ApiError::invalid_input(format_args!(
+                "'{}' is not an integer",
+                display(other)
+            ))),
         },
         Ty::List => match &v {
             Value::Array(_) => Ok(v),
@@ -360,6 +363,50 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn conversions_follow_neutron_lib() {
+        let spec = [attr("flag", true, true, Ty::Bool, Default::None)];
+        for (given, want) in [
+            (json!("Yes"), true),
+            (json!(" on "), true),
+            (json!("t"), true),
+            (json!(1), true),
+            (json!("OFF"), false),
+            (json!("n"), false),
+            (json!(0), false),
+        ] {
+            let r = prepare_update(&[&spec], o(json!({"flag": given}))).unwrap();
+            assert_eq!(r["flag"], json!(want), "{given}");
+        }
+        // Failed conversions are InvalidInput, as neutron-lib's converters raise them.
+        let e = prepare_update(&[&spec], o(json!({"flag": "maybe"}))).unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        assert_eq!(
+            e.message,
+            "Invalid input for operation: 'maybe' cannot be converted to boolean."
+        );
+        let e = prepare_update(&[&spec], o(json!({"flag": 2}))).unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        let e = prepare_update(&[SPEC], o(json!({"mtu": "12x"}))).unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        assert_eq!(
+            e.message,
+            "Invalid input for operation: '12x' is not an integer."
+        );
+        // Validation failures stay HTTPBadRequest, as convert_values raises them.
+        let e = prepare_create(&[STANDARD, SPEC], o(json!({"network_id": "x"}))).unwrap_err();
+        assert_eq!(e.kind, "HTTPBadRequest");
+    }
+
+    #[test]
+    fn control_characters() {
+        let e = prepare_update(&[STANDARD], o(json!({"name": "a\tb"}))).unwrap_err();
+        assert_eq!(e.status, 400);
+        let r = prepare_update(&[STANDARD], o(json!({"description": "a\tb\r\nc"}))).unwrap();
+        assert_eq!(r["description"], json!("a\tb\r\nc"));
+        prepare_update(&[STANDARD], o(json!({"description": "a\u{0}"}))).unwrap_err();
     }
 
     #[test]

@@ -148,7 +148,43 @@ async fn edge_layer(req: Request, next: Next) -> Response {
         return IdentityError::invalid("NUL and control characters are not allowed in the URL")
             .into_response();
     }
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
+    keystone_error_body(resp)
+}
+
+/// Gives error answers the framework makes without a JSON body (405, extractor
+/// rejections) Keystone's `{"error": {...}}`, keeping their headers (`Allow`).
+fn keystone_error_body(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let message = match status {
+        // werkzeug's description, which Keystone (a Flask application) sends.
+        StatusCode::METHOD_NOT_ALLOWED => "The method is not allowed for the requested URL.",
+        StatusCode::NOT_FOUND => "The resource could not be found.",
+        s if s.is_server_error() => {
+            "An unexpected error prevented the server from fulfilling your request."
+        }
+        _ => {
+            "The server could not comply with the request since it is either malformed or \
+             otherwise incorrect. The client is assumed to be in error."
+        }
+    };
+    let (mut parts, _) = resp.into_parts();
+    let (new_parts, body) = (status, axum::Json(error_body(status, message)))
+        .into_response()
+        .into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (k, v) in &new_parts.headers {
+        parts.headers.insert(k.clone(), v.clone());
+    }
+    Response::from_parts(parts, body)
 }
 
 /// A list answer with Keystone's `links`.

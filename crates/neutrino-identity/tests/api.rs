@@ -610,6 +610,8 @@ async fn early_answers_keep_the_connection_and_big_bodies_are_413() {
             }
             let mut b = vec![0; len];
             r.read_exact(&mut b)?;
+            // The headers, lower-cased, then the body.
+            headers.push_str(&String::from_utf8_lossy(&b));
             Ok((status, headers))
         };
         let body = br#"{"project": {"name": "kept"}}"#;
@@ -628,6 +630,15 @@ async fn early_answers_keep_the_connection_and_big_bodies_are_413() {
                 .unwrap_or_else(|e| panic!("request after early answers (round {round}): {e}"));
             assert_eq!(s, 200);
         }
+        // Wrong verbs: Keystone's error body, with Allow.
+        let (s, headers) =
+            exchange(req("PATCH", "/v3/auth/tokens", &admin, body.len()), body).unwrap();
+        assert_eq!(s, 405);
+        assert!(headers.contains("allow:"), "{headers}");
+        assert!(
+            headers.contains("content-type: application/json"),
+            "{headers}"
+        );
         let (s, headers) = exchange(req("POST", "/v3/projects", &admin, 114_689), b"").unwrap();
         assert_eq!(s, 413);
         assert!(headers.contains("connection: close"), "{headers}");

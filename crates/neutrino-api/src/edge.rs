@@ -10,6 +10,7 @@
 //!   for keep-alive: an answer given without reading the body (401, 404, 405) leaves hyper
 //!   to close the connection without telling the client, whose next request then fails.
 //!   When the body is not read whole (413, broken body) the answer says `Connection: close`.
+//!   The agent protocol (`/agent/v1`) allows at least [`AGENT_MIN_MAX_BODY`].
 //! - Control characters are refused (400) in the URL path and the query before they reach a
 //!   handler or the store (PostgreSQL cannot hold NUL in text at all), by the rules of
 //!   [`neutrino_core::edge`]; bodies are checked where they are parsed, in
@@ -98,9 +99,20 @@ pub(crate) async fn edge(State(cfg): State<EdgeConfig>, req: Request, next: Next
     resp
 }
 
+/// Smallest body limit of the agent protocol (`/agent/v1`). It is not Neutron's API: a DHCP
+/// agent reports all the ports of its host ready in one request after a restart (about 40
+/// bytes a port), which outgrows Neutron's API limit with a few thousand ports. 2 MiB is the
+/// limit every route had before the edge enforced Neutron's.
+pub const AGENT_MIN_MAX_BODY: usize = 2 * 1024 * 1024;
+
 async fn handle(cfg: EdgeConfig, id: String, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let body = match core_edge::read_body(&parts.headers, body, cfg.max_body).await {
+    let limit = if parts.uri.path().starts_with("/agent/") {
+        cfg.max_body.max(AGENT_MIN_MAX_BODY)
+    } else {
+        cfg.max_body
+    };
+    let body = match core_edge::read_body(&parts.headers, body, limit).await {
         Ok(b) => b,
         Err(e) => return body_error(e),
     };

@@ -352,6 +352,11 @@ fn assert_too_large(what: &str, r: &Raw) {
     assert_eq!(r.header("connection"), Some("close"), "{what}: {r:?}");
 }
 
+/// A fresh id in the form of a UUID.
+fn uuid_like() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// A JSON body of exactly `n` bytes (a network whose name pads it).
 fn body_of(n: usize) -> Vec<u8> {
     let empty = br#"{"network": {"name": ""}}"#.len();
@@ -372,7 +377,6 @@ async fn bodies_over_the_limit_are_413_on_every_route() {
             ("POST", "/v2.0/ports".to_string()),
             ("PUT", format!("/v2.0/networks/{net}/tags")),
             ("PUT", "/v2.0/quotas/p1".to_string()),
-            ("POST", "/agent/v1/report".to_string()),
             ("POST", "/v2.0/nowhere".to_string()),
             ("PATCH", "/v2.0/networks".to_string()),
         ];
@@ -406,6 +410,31 @@ async fn bodies_over_the_limit_are_413_on_every_route() {
             let _ = conn.send(&head, &chunks, Duration::ZERO);
             assert_too_large(&format!("chunked {method} {path}"), &conn.read().unwrap());
         }
+
+        // The agent protocol is not Neutron's API: a DHCP agent's dhcp-ready report names
+        // every port of its host, so its limit is 2 MiB.
+        let mut conn = Conn::open(&url);
+        let ids: Vec<String> = (0..3000).map(|_| uuid_like()).collect();
+        let report = serde_json::to_vec(&json!({"host": "h1", "port_ids": ids})).unwrap();
+        assert!(report.len() > limit);
+        let r = conn
+            .request(
+                "POST",
+                "/agent/v1/dhcp-ready",
+                "admin",
+                &report,
+                Duration::ZERO,
+            )
+            .unwrap();
+        assert_ne!(r.status, 413, "{r:?}");
+        let head = format!(
+            "POST /agent/v1/report HTTP/1.1\r\nHost: t\r\nX-Auth-Token: admin\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            2 * 1024 * 1024 + 1
+        );
+        let mut conn = Conn::open(&url);
+        conn.send(&head, b"", Duration::ZERO).unwrap();
+        assert_too_large("agent report over 2 MiB", &conn.read().unwrap());
 
         // At the limit: read and handled (here 400: the name is too long), not 413.
         let mut conn = Conn::open(&url);

@@ -20,5 +20,6 @@
 pub mod desired;
 pub mod reconcile;
 
-pub use desired::{DhcpInstance, DhcpSettings, ServerDhcp, render, server_settings};
+pub use crate::model::dhcp::{ServerDhcp, server_settings};
+pub use desired::{DhcpInstance, DhcpSettings, render};
 pub use reconcile::Dhcp;

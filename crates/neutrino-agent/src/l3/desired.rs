@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use neutrino_host::nat::Route;
 
-use super::model::{Router, RouterPort};
 use crate::model::HostModel;
+use crate::model::l3::{Router, RouterPort};
 use crate::names;
 
 /// Prefix of router namespaces.

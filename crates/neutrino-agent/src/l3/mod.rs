@@ -12,13 +12,12 @@
 //! router ports' ACTIVE reports and floating IPs' ACTIVE/DOWN reports. Deleting a router
 //! deletes its namespace (the veths go with it).
 //!
-//! [`model`] reads the server's router documents, [`desired`] renders (pure), [`reconcile`]
+//! [`crate::model::l3`] reads the server's router documents, [`desired`] renders (pure), [`reconcile`]
 //! observes and applies the difference. IPv4 only in this slice.
 
 pub mod desired;
-pub mod model;
 pub mod reconcile;
 
+pub use crate::model::l3::Router;
 pub use desired::{DesiredRouter, render};
-pub use model::Router;
 pub use reconcile::{L3, L3Settings};

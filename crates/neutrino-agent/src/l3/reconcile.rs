@@ -376,7 +376,7 @@ impl Reconciler for L3 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::l3::model;
+    use crate::model::l3 as model;
     use crate::model::{Network, Segment};
     use neutrino_host::fake::FakeNet;
     use neutrino_host::nat::FakeRouterOs;

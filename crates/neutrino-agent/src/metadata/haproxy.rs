@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::reconcile::MetadataSettings;
 use super::{METADATA_IP, METADATA_PORT, NETWORK_ID_HEADER, ROUTER_ID_HEADER};
+use crate::config::MetadataConfig;
+use crate::dhcp::DhcpSettings;
 use crate::model::{HostModel, Port, Subnet};
 use crate::names;
 
@@ -16,6 +17,17 @@ const ROUTER_OWNERS: &[&str] = &[
     "network:router_interface_distributed",
     "network:ha_router_replicated_interface",
 ];
+
+/// Where the metadata haproxies run and where their files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataSettings {
+    /// The proxy's settings (which namespaces, the socket haproxy forwards to).
+    pub cfg: MetadataConfig,
+    /// `<state_path>/metadata`.
+    pub dir: PathBuf,
+    /// The DHCP role's settings (to know which `qdhcp-` namespaces exist), when on.
+    pub dhcp: Option<DhcpSettings>,
+}
 
 /// What a haproxy stamps on the requests it forwards.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -21,7 +21,8 @@ pub mod haproxy;
 pub mod proxy;
 pub mod reconcile;
 
-pub use reconcile::{MetadataProxies, MetadataSettings};
+pub use haproxy::MetadataSettings;
+pub use reconcile::MetadataProxies;
 
 /// The metadata service's address inside the namespaces.
 pub const METADATA_IP: &str = "169.254.169.254";

@@ -6,7 +6,6 @@
 //! metadata address are ours: it is created before either, and removed last.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +13,7 @@ use neutrino_host::procs::DaemonAction;
 use neutrino_host::{Daemon, HostError, LinkChange, Net, ProcessManager, Procs, fs};
 
 use super::METADATA_IP;
-use super::haproxy::{Haproxy, render};
-use crate::config::MetadataConfig;
-use crate::dhcp::DhcpSettings;
+use super::haproxy::{Haproxy, MetadataSettings, render};
 use crate::model::HostModel;
 use crate::runner::{Pass, Reconciler};
 
@@ -24,17 +21,6 @@ const NAME: &str = "metadata";
 const HAPROXY: &str = "haproxy";
 /// The device that carries the metadata address in a namespace.
 const LO: &str = "lo";
-
-/// Where the metadata haproxies run and where their files live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MetadataSettings {
-    /// The proxy's settings (which namespaces, the socket haproxy forwards to).
-    pub cfg: MetadataConfig,
-    /// `<state_path>/metadata`.
-    pub dir: PathBuf,
-    /// The DHCP role's settings (to know which `qdhcp-` namespaces exist), when on.
-    pub dhcp: Option<DhcpSettings>,
-}
 
 /// A haproxy verified in full this recently is only checked for being alive.
 const VERIFY_EVERY: Duration = Duration::from_secs(60);
@@ -254,8 +240,11 @@ impl Reconciler for MetadataProxies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
     use crate::config::{DhcpConfig, MetadataConfig};
-    use crate::l3::model::Router;
+    use crate::dhcp::DhcpSettings;
+    use crate::model::l3::Router;
     use crate::model::{DhcpNet, Network, Port, Subnet};
     use crate::names;
     use neutrino_host::fake::{FakeNet, FakeProcs};
@@ -313,7 +302,7 @@ mod tests {
             serde_json::json!({"router": {"id": R, "admin_state_up": true}, "agent_id": "a"}),
         )
         .unwrap();
-        crate::l3::model::parse(&[st]).remove(0)
+        crate::model::l3::parse(&[st]).remove(0)
     }
 
     /// A network with a DHCP port; `routed`: a router interface at the gateway.

@@ -8,11 +8,12 @@
 //! and [`SecGroups`] applies the difference from what it applied last in one `nft -f`
 //! transaction. The table layout and why it takes two tables: [`render`].
 
-mod model;
 mod reconcile;
 mod render;
 
-pub use model::{Direction, Remote, SgGroup, SgModel, SgPort, SgRule, parse_port};
+pub use crate::model::secgroups::{
+    Direction, Remote, SgGroup, SgModel, SgPort, SgRule, parse_port,
+};
 pub use reconcile::{SecGroups, SecGroupsDisabled};
 pub use render::{
     BRIDGE_TABLE, FIRST_ZONE, INET_TABLE, MARK_EST, MARK_INV, Rendered, ZONES_MAP,

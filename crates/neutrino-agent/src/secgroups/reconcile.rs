@@ -7,12 +7,12 @@ use std::sync::Arc;
 use neutrino_host::nft::Nft;
 use serde_json::Value;
 
-use super::model::SgModel;
 use super::render::{
     BRIDGE_TABLE, INET_TABLE, Rendered, ZONES_MAP, assign_zones, bridges, delta_script,
     full_script, render_zoned,
 };
 use crate::model::HostModel;
+use crate::model::secgroups::SgModel;
 use crate::runner::{Pass, Reconciler};
 
 const NAME: &str = "secgroups";

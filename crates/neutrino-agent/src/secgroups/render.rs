@@ -32,7 +32,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use super::model::{Direction, Remote, SgModel, SgPort, SgRule};
+use crate::model::secgroups::{Direction, Remote, SgModel, SgPort, SgRule};
 use crate::names;
 
 /// The filtering table.

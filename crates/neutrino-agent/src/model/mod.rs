@@ -4,7 +4,14 @@
 //! reads the attributes the reconcilers need into typed structs once per state fetch
 //! ([`HostModel::from_state`]), so reconcilers never index JSON. A document missing an
 //! attribute the agent needs is skipped with a warning rather than failing the whole host.
-//! This module must never touch the host or the network.
+//! The parts only one reconciler reads have their own submodule ([`dhcp`], [`l3`],
+//! [`secgroups`]); they live here, below the reconcilers, so the reconcilers depend on the
+//! model and the model never on a reconciler. This module must never touch the host or the
+//! network.
+
+pub mod dhcp;
+pub mod l3;
+pub mod secgroups;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -145,13 +152,13 @@ pub struct HostModel {
     /// DHCP networks by id.
     pub dhcp: BTreeMap<String, DhcpNet>,
     /// What the server says about DHCP (lease duration, domain), by DHCP network id.
-    pub dhcp_server: BTreeMap<String, crate::dhcp::ServerDhcp>,
+    pub dhcp_server: BTreeMap<String, dhcp::ServerDhcp>,
     /// Remote VTEPs per network id.
     pub l2pop: BTreeMap<String, Vec<RemoteHost>>,
     /// Security groups of the bound ports (nftables firewall).
-    pub secgroups: crate::secgroups::SgModel,
+    pub secgroups: secgroups::SgModel,
     /// Routers this host's L3 agent hosts.
-    pub routers: Vec<crate::l3::Router>,
+    pub routers: Vec<l3::Router>,
 }
 
 fn parse_segment(d: &Doc) -> Segment {
@@ -345,10 +352,10 @@ impl HostModel {
             networks,
             ports,
             dhcp,
-            dhcp_server: crate::dhcp::server_settings(st),
+            dhcp_server: dhcp::server_settings(st),
             l2pop,
-            secgroups: crate::secgroups::SgModel::from_state(st),
-            routers: crate::l3::model::parse(&st.routers),
+            secgroups: secgroups::SgModel::from_state(st),
+            routers: l3::parse(&st.routers),
         }
     }
 }

@@ -617,7 +617,7 @@ pub async fn run_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neutrino_core::config::Ini;
+    use neutrino_ini::Ini;
 
     fn cfg(extra: &str) -> AgentConfig {
         let text = format!(

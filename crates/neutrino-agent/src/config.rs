@@ -1,6 +1,6 @@
 //! The agent's configuration: Neutron's agent `.ini` sections and option names.
 //!
-//! Owns turning merged INI files (`neutrino_core::config::Ini`, several `--config-file` like
+//! Owns turning merged INI files (`neutrino_ini::Ini`, several `--config-file` like
 //! oslo.config) into one typed [`AgentConfig`]: roles, L2 mappings and VXLAN, DHCP options,
 //! the server and service credentials. Defaults are Neutron's except where noted (and in
 //! `docs/configuration.md`). A malformed value of a known option is fatal and names the
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use neutrino_core::config::{ConfigError, Ini};
+use neutrino_ini::{ConfigError, Ini};
 
 /// An invalid agent configuration.
 #[derive(Debug, thiserror::Error)]

@@ -1,219 +1,16 @@
 //! Configuration: oslo.config-style INI files with Neutron's section and option names.
 //!
-//! Owns parsing of one or more `--config-file`s (later files override earlier ones, as
-//! oslo.config does) into a typed [`Config`]. Unknown options are logged once and ignored,
+//! Owns turning one or more `--config-file`s (later files override earlier ones, as
+//! oslo.config does; the text format is `neutrino_ini`'s, re-exported here) into the server's
+//! typed [`Config`]. Unknown options are logged once and ignored,
 //! because operators bring whole `neutron.conf` files; a malformed value of a known option is
 //! fatal and names the file, section and key. This module must never read the environment or
 //! touch the network: it only turns text into values.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A parsed INI document: section → key → (value, file it came from).
-#[derive(Debug, Default, Clone)]
-pub struct Ini {
-    sections: BTreeMap<String, BTreeMap<String, (String, String)>>,
-}
-
-/// A configuration problem, with the place it was found.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A line is not `key = value`, a section header, or a comment.
-    #[error("{file}:{line}: cannot parse line: {text:?}")]
-    Syntax {
-        /// The file.
-        file: String,
-        /// 1-based line number.
-        line: usize,
-        /// The text of the line.
-        text: String,
-    },
-    /// A known option has a value of the wrong form.
-    #[error("invalid value {value:?} for [{section}] {key} (from {file}): {reason}")]
-    Value {
-        /// Where the value came from.
-        file: String,
-        /// Section name.
-        section: String,
-        /// Option name.
-        key: String,
-        /// The raw value.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-impl Ini {
-    /// Parses INI text. `origin` names the source in error messages.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let mut ini = Ini::default();
-        ini.merge_text(text, origin)?;
-        Ok(ini)
-    }
-
-    /// Reads and merges files in order; later values override earlier ones.
-    pub fn load(paths: &[PathBuf]) -> Result<Self, ConfigError> {
-        let mut ini = Ini::default();
-        for p in paths {
-            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                path: p.clone(),
-                source,
-            })?;
-            ini.merge_text(&text, &p.display().to_string())?;
-        }
-        Ok(ini)
-    }
-
-    fn merge_text(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
-        let mut section = "DEFAULT".to_string();
-        let mut last_key: Option<String> = None;
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim_end();
-            let trimmed = line.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
-                continue;
-            }
-            // oslo.config allows continuation lines: indented text extends the last value.
-            if line.starts_with([' ', '\t']) && last_key.is_some() && !trimmed.starts_with('[') {
-                if let Some((v, _)) = last_key
-                    .as_ref()
-                    .and_then(|key| self.sections.get_mut(&section)?.get_mut(key))
-                {
-                    v.push('\n');
-                    v.push_str(trimmed);
-                }
-                continue;
-            }
-            if let Some(rest) = trimmed.strip_prefix('[') {
-                let name = rest.strip_suffix(']').ok_or_else(|| ConfigError::Syntax {
-                    file: origin.to_string(),
-                    line: i + 1,
-                    text: raw.to_string(),
-                })?;
-                section = name.trim().to_string();
-                last_key = None;
-                continue;
-            }
-            let Some((k, v)) = trimmed.split_once(['=', ':']) else {
-                return Err(ConfigError::Syntax {
-                    file: origin.to_string(),
-                    line: i + 1,
-                    text: raw.to_string(),
-                });
-            };
-            let key = k.trim().to_string();
-            let value = v.trim().to_string();
-            self.sections
-                .entry(section.clone())
-                .or_default()
-                .insert(key.clone(), (value, origin.to_string()));
-            last_key = Some(key);
-        }
-        Ok(())
-    }
-
-    /// The raw value of an option, if set.
-    pub fn get(&self, section: &str, key: &str) -> Option<&str> {
-        self.sections
-            .get(section)
-            .and_then(|s| s.get(key))
-            .map(|(v, _)| v.as_str())
-    }
-
-    /// Sets a value (used for command-line overrides).
-    pub fn set(&mut self, section: &str, key: &str, value: &str) {
-        self.sections
-            .entry(section.to_string())
-            .or_default()
-            .insert(
-                key.to_string(),
-                (value.to_string(), "command line".to_string()),
-            );
-    }
-
-    fn origin(&self, section: &str, key: &str) -> String {
-        self.sections
-            .get(section)
-            .and_then(|s| s.get(key))
-            .map(|(_, o)| o.clone())
-            .unwrap_or_default()
-    }
-
-    fn bad(&self, section: &str, key: &str, reason: impl fmt::Display) -> ConfigError {
-        ConfigError::Value {
-            file: self.origin(section, key),
-            section: section.to_string(),
-            key: key.to_string(),
-            value: self.get(section, key).unwrap_or_default().to_string(),
-            reason: reason.to_string(),
-        }
-    }
-
-    /// A string option with a default.
-    pub fn string(&self, section: &str, key: &str, default: &str) -> String {
-        self.get(section, key).unwrap_or(default).to_string()
-    }
-
-    /// An optional string option (empty counts as unset, as in oslo.config).
-    pub fn opt_string(&self, section: &str, key: &str) -> Option<String> {
-        self.get(section, key)
-            .filter(|v| !v.is_empty())
-            .map(str::to_string)
-    }
-
-    /// A boolean option (`true/false/yes/no/1/0/on/off`, any case).
-    pub fn boolean(&self, section: &str, key: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(section, key) {
-            None => Ok(default),
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "true" | "yes" | "1" | "on" => Ok(true),
-                "false" | "no" | "0" | "off" => Ok(false),
-                _ => Err(self.bad(section, key, "expected a boolean")),
-            },
-        }
-    }
-
-    /// An integer option.
-    pub fn int(&self, section: &str, key: &str, default: i64) -> Result<i64, ConfigError> {
-        match self.get(section, key) {
-            None | Some("") => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|e| self.bad(section, key, format!("expected an integer: {e}"))),
-        }
-    }
-
-    /// A comma-separated list option (whitespace around items ignored, empty items dropped).
-    pub fn list(&self, section: &str, key: &str, default: &[&str]) -> Vec<String> {
-        match self.get(section, key) {
-            None => default.iter().map(|s| s.to_string()).collect(),
-            Some(v) => v
-                .split([',', '\n'])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-        }
-    }
-
-    /// Every (section, key) present, for reporting unknown options.
-    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.sections
-            .iter()
-            .flat_map(|(s, kv)| kv.keys().map(move |k| (s.as_str(), k.as_str())))
-    }
-}
+pub use neutrino_ini::{ConfigError, Ini};
 
 /// Options of the API server (`neutron.conf` names).
 #[derive(Debug, Clone)]
@@ -355,7 +152,7 @@ impl Config {
         }
         let bind_port = ini.int("DEFAULT", "bind_port", 9696)?;
         let bind_port = u16::try_from(bind_port)
-            .map_err(|_| ini.bad("DEFAULT", "bind_port", "not a TCP port"))?;
+            .map_err(|_| ini.invalid("DEFAULT", "bind_port", "not a TCP port"))?;
         let keystone_authtoken = ini
             .opt_string("keystone_authtoken", "auth_url")
             .map(|auth_url| KeystoneAuthtoken {
@@ -373,11 +170,11 @@ impl Config {
             });
         let usize_opt = |key: &str, def: i64| -> Result<usize, ConfigError> {
             let v = ini.int("DEFAULT", key, def)?;
-            usize::try_from(v).map_err(|_| ini.bad("DEFAULT", key, "must not be negative"))
+            usize::try_from(v).map_err(|_| ini.invalid("DEFAULT", key, "must not be negative"))
         };
         let base_mac = ini.string("DEFAULT", "base_mac", "fa:16:3e:00:00:00");
         if parse_mac(&base_mac).is_none() {
-            return Err(ini.bad("DEFAULT", "base_mac", "expected a MAC address"));
+            return Err(ini.invalid("DEFAULT", "base_mac", "expected a MAC address"));
         }
         Ok(Config {
             bind_host: ini.string("DEFAULT", "bind_host", "0.0.0.0"),
@@ -460,7 +257,7 @@ mod tests {
     #[test]
     fn later_files_override_and_unknown_is_kept() {
         let mut ini = Ini::parse("[DEFAULT]\nbind_port = 1234\n# c\nfoo=bar\n", "a").unwrap();
-        ini.merge_text(
+        ini.merge(
             "[DEFAULT]\nbind_port: 4321\n[quotas]\nquota_port = 7\n",
             "b",
         )
@@ -480,14 +277,6 @@ mod tests {
             err.contains("x.conf") && err.contains("max_dns_nameservers"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn syntax_error_has_line() {
-        let err = Ini::parse("[DEFAULT]\njunk\n", "f")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("f:2"), "{err}");
     }
 
     #[test]
@@ -511,15 +300,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.metadata_proxy_shared_secret, None);
-    }
-
-    #[test]
-    fn lists_and_continuations() {
-        let ini = Ini::parse("[ml2]\ntype_drivers = flat, vlan,\n  vxlan\n", "f").unwrap();
-        assert_eq!(
-            ini.list("ml2", "type_drivers", &[]),
-            ["flat", "vlan", "vxlan"]
-        );
     }
 }
 

@@ -13,8 +13,8 @@ use anyhow::{Context as _, Result};
 use neutrino_agent::client::ApiClient;
 use neutrino_agent::config::{AgentConfig, KNOWN_OPTIONS, machine_hostname};
 use neutrino_agent::probe::{self, InstanceData, ProbeCreate, ProbeInfo};
-use neutrino_core::config::Ini;
 use neutrino_host::{IpNet, RealProcs};
+use neutrino_ini::Ini;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct AgentArgs {

@@ -112,10 +112,11 @@ pub fn credentials() -> Result<Credentials, CloudsError> {
             .ok_or_else(|| {
                 CloudsError::Missing(format!("OS_CLOUD={cloud} but no clouds.yaml found"))
             })?;
-        let text = std::fs::read_to_string(&file).map_err(|source| CloudsError::Read {
-            path: file.clone(),
-            source,
-        })?;
+        let text =
+            neutrino_host::fs::read_to_string(&file).map_err(|source| CloudsError::Read {
+                path: file.clone(),
+                source,
+            })?;
         let y = flatten_yaml(&text);
         let base = format!("clouds.{cloud}");
         if !y.keys().any(|k| k.starts_with(&format!("{base}."))) {

@@ -229,7 +229,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
 
 /// The machine's host name (`/proc/sys/kernel/hostname`), Neutron's default `host`.
 pub fn machine_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    neutrino_host::fs::read_to_string(std::path::Path::new("/proc/sys/kernel/hostname"))
         .map(|s| s.trim().to_string())
         .ok()
         .filter(|s| !s.is_empty())
@@ -419,7 +419,7 @@ impl AgentConfig {
         let password = match ini.opt_string("neutrino", "password") {
             Some(p) => p,
             None => match ini.opt_string("neutrino", "password_file") {
-                Some(f) => std::fs::read_to_string(&f)
+                Some(f) => neutrino_host::fs::read_to_string(std::path::Path::new(&f))
                     .map(|s| s.trim().to_string())
                     .map_err(|e| invalid("neutrino", "password_file", format!("{f}: {e}")))?,
                 None => {
@@ -543,8 +543,7 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let dir = std::env::temp_dir().join(format!("neutrino-agent-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pw"), "secret\n").unwrap();
+        neutrino_host::fs::write_atomic(&dir.join("pw"), "secret\n").unwrap();
         let text = include_str!("../../../etc/neutrino-agent.ini").replace(
             "/etc/neutrino/agent-password",
             &dir.join("pw").display().to_string(),
@@ -559,7 +558,7 @@ mod tests {
         let c = AgentConfig::from_ini(&ini, Some("compute1")).unwrap();
         assert_eq!(c.server.password, "secret");
         assert!(c.dhcp.is_some() && c.vxlan.is_some());
-        std::fs::remove_dir_all(&dir).unwrap();
+        neutrino_host::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

@@ -204,7 +204,7 @@ exit 0
 
 /// Reads `key=value` lines of a lease file.
 pub fn read_lease(path: &Path) -> Option<std::collections::BTreeMap<String, String>> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = fs::read_to_string(path).ok()?;
     Some(
         text.lines()
             .filter_map(|l| l.split_once('='))
@@ -456,14 +456,7 @@ pub async fn create(
 }
 
 fn set_executable(path: &Path) -> Result<(), HostError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
-        HostError::Io {
-            op: "chmod",
-            path: path.to_path_buf(),
-            source,
-        }
-    })
+    fs::set_mode(path, 0o755)
 }
 
 fn fixed_ips(port: &Value) -> String {
@@ -544,10 +537,10 @@ pub async fn delete(
     let ns = netns(name);
     let dir = state_dir.join(name);
     let mut errs: Vec<ProbeError> = Vec::new();
-    let recorded = std::fs::read_to_string(dir.join("port"))
+    let recorded = fs::read_to_string(&dir.join("port"))
         .ok()
         .map(|s| s.trim().to_string());
-    let created = std::fs::read_to_string(dir.join("created"))
+    let created = fs::read_to_string(&dir.join("created"))
         .map(|s| s.trim() == "yes")
         .unwrap_or(true);
     let port_id = match recorded {

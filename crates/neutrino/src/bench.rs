@@ -39,7 +39,7 @@ struct Scratch {
 async fn scratch(database: &str) -> Result<Scratch> {
     if database == "sqlite" {
         let dir = std::env::temp_dir().join(format!("neutrino-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        neutrino_host::fs::create_dir_all(&dir)?;
         return Ok(Scratch {
             url: format!("sqlite://{}/bench.sqlite", dir.display()),
             drop: None,
@@ -80,7 +80,7 @@ impl Scratch {
             admin.close().await;
         }
         if let Some(d) = self.dir {
-            let _ = std::fs::remove_dir_all(d);
+            let _ = neutrino_host::fs::remove_dir(&d);
         }
     }
 }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result};
 use neutrino_agent::client::ApiClient;
 use neutrino_agent::config::{AgentConfig, KNOWN_OPTIONS, machine_hostname};
 use neutrino_agent::probe::{self, InstanceData, ProbeCreate, ProbeInfo};
-use neutrino_host::{IpNet, RealProcs};
+use neutrino_host::{IpNet, RealProcs, fs};
 use neutrino_ini::Ini;
 
 #[derive(clap::Args, Debug)]
@@ -214,14 +214,13 @@ fn instance_data(
             .split_once('=')
             .filter(|(n, f)| !n.is_empty() && !f.is_empty())
             .with_context(|| format!("--public-key {spec:?}: expected NAME=FILE"))?;
-        let key = std::fs::read_to_string(file)
+        let key = fs::read_to_string(Path::new(file))
             .with_context(|| format!("reading public key file {file}"))?;
         keys.push((name.to_string(), key.trim().to_string()));
     }
     let user_data = user_data
         .map(|f| {
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading user data file {}", f.display()))
+            fs::read_to_string(f).with_context(|| format!("reading user data file {}", f.display()))
         })
         .transpose()?;
     Ok(Some(InstanceData {
@@ -314,11 +313,10 @@ mod tests {
     fn instance_data_flags() {
         assert_eq!(instance_data(None, &[], None).unwrap(), None);
         let dir = std::env::temp_dir().join(format!("neutrino-flags-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("key.pub");
         let ud = dir.join("user-data");
-        std::fs::write(&key, "ssh-ed25519 AAAA op@x\n").unwrap();
-        std::fs::write(&ud, "#!/bin/sh\necho hi\n").unwrap();
+        fs::write_atomic(&key, "ssh-ed25519 AAAA op@x\n").unwrap();
+        fs::write_atomic(&ud, "#!/bin/sh\necho hi\n").unwrap();
         let spec = format!("mykey={}", key.display());
         let d = instance_data(Some("web1".into()), &[spec], Some(&ud))
             .unwrap()
@@ -337,6 +335,6 @@ mod tests {
         }
         let missing = format!("k={}", dir.join("missing").display());
         assert!(instance_data(None, &[missing], None).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir(&dir).unwrap();
     }
 }

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use neutrino_api::{ApiState, AuthFuture, Authenticate};
 use neutrino_core::Db;
 use neutrino_core::config::{Config, Ini};
+use neutrino_host::fs;
 use neutrino_identity::{Identity, IdentityConfig, RemoteKeystone, TokenValidator};
 
 mod bench;
@@ -357,7 +358,7 @@ const AGENT_USER: &str = "neutrino-agent";
 
 /// A password kept in a private file of the state directory, generated on first use.
 fn read_or_generate(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
+    match fs::read_to_string(path) {
         Ok(p) if !p.trim().is_empty() => Ok(p.trim().to_string()),
         _ => {
             let p = random_password();
@@ -368,15 +369,7 @@ fn read_or_generate(path: &Path) -> Result<String> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    Ok(fs::write_private(path, text)?)
 }
 
 /// The metadata service and the all-in-one's metadata proxy sign with a shared secret; unless
@@ -398,9 +391,9 @@ fn clouds_yaml(auth_url: &str, password: &str, region: &str) -> String {
 }
 
 async fn all_in_one(a: AllInOne) -> Result<()> {
-    std::fs::create_dir_all(&a.state_dir)
+    fs::create_dir_all(&a.state_dir)
         .with_context(|| format!("creating state directory {}", a.state_dir.display()))?;
-    let dir = std::fs::canonicalize(&a.state_dir)?;
+    let dir = fs::canonicalize(&a.state_dir)?;
     let mut ini = Ini::load(&a.config_file)?;
     if ini.get("database", "connection").is_none() {
         ini.set(
@@ -443,7 +436,7 @@ async fn all_in_one(a: AllInOne) -> Result<()> {
     let identity_port = u16::try_from(cfg.ini.int("neutrino", "identity_port", 5000)?)
         .context("[neutrino] identity_port is not a TCP port")?;
     let pw_file = dir.join("admin-password");
-    let password = match std::fs::read_to_string(&pw_file) {
+    let password = match fs::read_to_string(&pw_file) {
         Ok(p) if !p.trim().is_empty() => p.trim().to_string(),
         _ => {
             let p = random_password();
@@ -540,7 +533,7 @@ mod tests {
     #[test]
     fn all_in_one_metadata_secret() {
         let dir = std::env::temp_dir().join(format!("neutrino-secret-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&dir).unwrap();
         let mut ini = Ini::default();
         ensure_metadata_secret(&mut ini, &dir).unwrap();
         let first = Config::from_ini(ini)
@@ -549,13 +542,8 @@ mod tests {
             .unwrap();
         assert!(first.len() >= 20, "{first}");
         let file = dir.join("metadata-secret");
-        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), first);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert_eq!(fs::read_to_string(&file).unwrap().trim(), first);
+        assert_eq!(fs::mode(&file).unwrap(), 0o600);
         // Kept across restarts.
         let mut again = Ini::default();
         ensure_metadata_secret(&mut again, &dir).unwrap();
@@ -569,6 +557,6 @@ mod tests {
         ensure_metadata_secret(&mut configured, &dir).unwrap();
         let cfg = Config::from_ini(configured).unwrap();
         assert_eq!(cfg.metadata_proxy_shared_secret.as_deref(), Some("mine"));
-        std::fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir(&dir).unwrap();
     }
 }

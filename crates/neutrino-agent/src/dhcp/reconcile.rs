@@ -123,17 +123,8 @@ impl Dhcp {
         let ns = Some(d.netns.as_str());
         // The directory first: it is the record that this namespace is ours (the sweep
         // only ever removes namespaces with a directory in our state path).
-        if let Err(source) = std::fs::create_dir_all(&d.dir) {
-            let path = d.dir.clone();
-            return pass.fail(
-                NAME,
-                &d.network_id,
-                HostError::Io {
-                    op: "creating",
-                    path,
-                    source,
-                },
-            );
+        if let Err(e) = fs::create_dir_all(&d.dir) {
+            return pass.fail(NAME, &d.network_id, e);
         }
         if !have_ns {
             tracing::info!(network_id = %d.network_id, netns = %d.netns, "creating DHCP namespace");
@@ -355,7 +346,7 @@ mod tests {
         assert!(net.link(None, &names::tap(DPORT)).is_some());
         assert_eq!(procs.running().len(), 1);
         assert!(
-            std::fs::read_to_string(dir.join(NET).join("host"))
+            fs::read_to_string(&dir.join(NET).join("host"))
                 .unwrap()
                 .contains("10.0.0.5")
         );

@@ -91,16 +91,8 @@ impl L3 {
         let before = pass.failures.len();
         if !have_ns {
             // Ownership first: a namespace without our directory is never removed by us.
-            if let Err(source) = std::fs::create_dir_all(self.settings.dir.join(&d.id)) {
-                pass.fail(
-                    NAME,
-                    &d.id,
-                    HostError::Io {
-                        op: "creating",
-                        path: self.settings.dir.join(&d.id),
-                        source,
-                    },
-                );
+            if let Err(e) = fs::create_dir_all(&self.settings.dir.join(&d.id)) {
+                pass.fail(NAME, &d.id, e);
                 return false;
             }
             tracing::info!(router_id = %d.id, "creating router namespace");
@@ -212,7 +204,7 @@ impl L3 {
         let script = self.settings.dir.join(&d.id).join("nat.nft");
         if present
             && !self.applied.contains_key(ns)
-            && let Ok(prev) = std::fs::read_to_string(&script)
+            && let Ok(prev) = fs::read_to_string(&script)
         {
             self.applied.insert(ns.to_string(), prev);
         }
@@ -224,7 +216,7 @@ impl L3 {
                 }
             } else {
                 self.applied.remove(ns);
-                let _ = std::fs::remove_file(&script);
+                let _ = fs::remove_file(&script);
             }
         }
         // Gratuitous ARP for floating IPs that appeared (or moved to another fixed IP).
@@ -491,7 +483,7 @@ mod tests {
             "{:?}",
             p.floating_ip_status
         );
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir(&dir);
     }
 
     #[test]
@@ -573,7 +565,7 @@ mod tests {
         assert!(p.failures.is_empty(), "{:?}", p.failures);
         assert!(net.netns_list(None).unwrap().iter().all(|n| n.name != ns));
         assert!(!dir.join(R).exists());
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir(&dir);
     }
 
     #[test]
@@ -633,6 +625,6 @@ mod tests {
         l3.reconcile(&m, &mut p);
         assert_eq!(p.changes, 0);
         assert_eq!(os.state.lock().unwrap().garps.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir(&dir);
     }
 }

@@ -27,6 +27,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
+use neutrino_host::fs;
 use sha2::Sha256;
 
 use super::haproxy::Via;
@@ -360,13 +361,9 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
 /// task is dropped.
 pub async fn serve(path: &Path, proxy: Arc<Proxy>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).map_err(std::io::Error::other)?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
+    fs::remove_file(path).map_err(std::io::Error::other)?;
     let listener = tokio::net::UnixListener::bind(path)?;
     tracing::info!(socket = %path.display(), "metadata proxy listening");
     axum::serve(listener, router(proxy)).await
@@ -500,7 +497,7 @@ mod tests {
             for t in &self.tasks {
                 t.abort();
             }
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = fs::remove_dir(&self.dir);
         }
     }
 

@@ -66,16 +66,8 @@ impl MetadataProxies {
     fn ensure(&self, h: &Haproxy, pass: &mut Pass) {
         let ns = Some(h.netns.as_str());
         // The directory first: it is the record that what follows is ours.
-        if let Err(source) = std::fs::create_dir_all(&h.dir) {
-            return pass.fail(
-                NAME,
-                &h.netns,
-                HostError::Io {
-                    op: "creating",
-                    path: h.dir.clone(),
-                    source,
-                },
-            );
+        if let Err(e) = fs::create_dir_all(&h.dir) {
+            return pass.fail(NAME, &h.netns, e);
         }
         // haproxy binds the metadata address: it must be there (and `lo` up) first.
         match self.net.links(ns) {
@@ -378,7 +370,7 @@ mod tests {
             running[0][..3],
             ["haproxy", "-f", &cfg_file.display().to_string()]
         );
-        let cfg = std::fs::read_to_string(&cfg_file).unwrap();
+        let cfg = fs::read_to_string(&cfg_file).unwrap();
         assert!(cfg.contains(&format!("set-header X-Neutron-Router-ID {R}")));
         // Level-triggered: a second pass changes nothing.
         net.clear_ops();
@@ -428,8 +420,7 @@ mod tests {
             format!("haproxy: exited after start (log: {})", log.display())
         );
         // Its configuration logs to that file through descriptor 9.
-        let cfg =
-            std::fs::read_to_string(dir.join("metadata").join(&ns).join("haproxy.cfg")).unwrap();
+        let cfg = fs::read_to_string(&dir.join("metadata").join(&ns).join("haproxy.cfg")).unwrap();
         assert!(cfg.contains("log fd@9 "), "{cfg}");
         // Next pass: started again, and running.
         clean_pass(&mut r, &m);
@@ -453,8 +444,7 @@ mod tests {
         clean_pass(&mut r, &model(false));
         assert_eq!(procs.running().len(), 1);
         assert_eq!(lo_addrs(&net, &ns), vec!["169.254.169.254/32"]);
-        let cfg =
-            std::fs::read_to_string(dir.join("metadata").join(&ns).join("haproxy.cfg")).unwrap();
+        let cfg = fs::read_to_string(&dir.join("metadata").join(&ns).join("haproxy.cfg")).unwrap();
         assert!(cfg.contains(&format!("set-header X-Neutron-Network-ID {NET}")));
         // A router interface at the gateway: not isolated any more; the router's namespace
         // serves it (not built in this test) and the DHCP one stops.
@@ -478,7 +468,7 @@ mod tests {
         // Ours from a previous run (its namespace already gone), and another agent's
         // namespace with the metadata address but no directory of ours.
         let stale = dir.join("metadata").join("qrouter-gone");
-        std::fs::create_dir_all(&stale).unwrap();
+        fs::create_dir_all(&stale).unwrap();
         let argv: Vec<String> = [
             "haproxy",
             "-f",

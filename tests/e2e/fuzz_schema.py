@@ -189,7 +189,8 @@ ODD_STRINGS = ["", " ", "\x01\x02\x1f", "tab\there", "line\nbreak\r", "\x7f", "\
                "\u2028", "<script>", "a" * 255]
 BAD_UUIDS = ["not-a-uuid", "", "00000000-0000-0000-0000-00000000000g", "%00", "1234",
              "a\x00" + RANDOM_UUID[2:], "{" + RANDOM_UUID + "}x", 42, [], {}]
-BAD_BOOLS = ["maybe", "yes", 2, -1, [], {}, "", None, "tru"]
+# neutron-lib converts with bool_from_string(strict=True): "yes", "on", "t", "1" are booleans.
+BAD_BOOLS = ["maybe", "yess", 2, -1, [], {}, "", None, "tru"]
 BAD_INTS = ["abc", "", [], {}, "1e3x", "0x10"]
 BAD_IPS = ["1.2.3.999", "abc", "", "fe80::zz", "1.2.3", 5, [], "10.0.0.1\x00"]
 BAD_CIDRS = ["10.0.0.0/33", "abc", "300.1.1.0/24", "", 5, [], "10.0.0.0/-1", "::/129"]

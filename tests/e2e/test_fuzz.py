@@ -542,7 +542,7 @@ def list_req(w: World, c: str, data) -> Req:
             if not bools:
                 continue
             a = data.draw(st.sampled_from(bools))
-            parts.append(f"{q(a.name)}={data.draw(st.sampled_from(['maybe', '2', 'yes']))}")
+            parts.append(f"{q(a.name)}={data.draw(st.sampled_from(['maybe', '2', 'yess']))}")
             expect = "refuse"
         elif kind == "unknown-filter":
             parts.append(f"{data.draw(st.sampled_from(['fuzz_filter', 'password', 'Name']))}=x")

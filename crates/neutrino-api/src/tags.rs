@@ -7,9 +7,16 @@
 //! `update_<resource>:tags` to add or replace, `delete_<resource>:tags` to remove, checked
 //! against the resource as its own update rule sees it. Owning the project is not enough: a
 //! reader of the project may look at tags but never change them.
+//!
+//! Tag values are checked before the resource is looked up, with neutron-lib's validators and
+//! messages (`InvalidInput`): a body's `tags` is a list of unique strings of at most 255
+//! characters (`type:list_of_unique_strings`), a tag in the path a string of at most 255
+//! characters. Tags are one-line strings: control characters are refused too (Neutron does
+//! not check them; PostgreSQL cannot store NUL).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -19,10 +26,13 @@ use neutrino_core::db::{self, Kind, Obj};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::{
-    ApiState, common, floatingips, networks, ports, routers, security_groups, subnetpools, subnets,
+    ApiState, attrs, common, floatingips, networks, ports, routers, security_groups, subnetpools,
+    subnets,
 };
 
+/// Neutron's `MAX_TAGS_COUNT` and `MAX_TAG_LEN` (neutron/extensions/tagging.py).
 const MAX_TAGS: usize = 50;
+const MAX_TAG_LEN: usize = 255;
 
 /// Routes of the tag API.
 pub fn routes() -> Router<ApiState> {
@@ -110,13 +120,72 @@ fn tags_of(obj: &Obj) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Neutron's `validate_tag` (neutron/extensions/tagging.py): neutron-lib's `validate_string`
+/// with `MAX_TAG_LEN`, as `InvalidInput`. An empty tag is a valid string there, so it is
+/// accepted here too.
 fn validate_tag(t: &str) -> ApiResult<()> {
-    if t.is_empty() || t.chars().count() > 255 {
-        return Err(ApiError::bad_request(format!(
-            "Invalid input for tags. Reason: '{t}' is not a valid tag."
+    if t.chars().count() > MAX_TAG_LEN {
+        return Err(ApiError::invalid_input(format!(
+            "'{t}' exceeds maximum length of {MAX_TAG_LEN}"
         )));
     }
+    // Deliberately stricter than Neutron, like every other one-line string of the API.
+    if t.chars().any(char::is_control) {
+        return Err(ApiError::invalid_input(
+            "NUL and control characters are not allowed in tags",
+        ));
+    }
     Ok(())
+}
+
+/// Neutron's `validate_tags`: the body is an object with `tags`, a list without duplicates
+/// (checked first, over any items) whose items are valid tags. Returns the list.
+fn validate_tags(body: &Value) -> ApiResult<Vec<String>> {
+    let Some(list) = body.get("tags") else {
+        return Err(ApiError::invalid_input("Invalid tags body"));
+    };
+    let Value::Array(items) = list else {
+        return Err(ApiError::invalid_input(format!(
+            "'{}' is not a list",
+            attrs::display(list)
+        )));
+    };
+    let mut dups: Vec<&Value> = Vec::new();
+    for (i, t) in items.iter().enumerate() {
+        if items[..i].contains(t) && !dups.contains(&t) {
+            dups.push(t);
+        }
+    }
+    if !dups.is_empty() {
+        let dups: Vec<String> = dups.into_iter().map(attrs::display).collect();
+        return Err(ApiError::invalid_input(format!(
+            "Duplicate items in the list: '{}'",
+            dups.join(", ")
+        )));
+    }
+    items
+        .iter()
+        .map(|t| match t {
+            Value::String(s) => validate_tag(s).map(|()| s.clone()),
+            other => Err(ApiError::invalid_input(format!(
+                "'{}' is not a valid string",
+                attrs::display(other)
+            ))),
+        })
+        .collect()
+}
+
+/// Neutron's `validate_tags_limit`: `BadRequest` naming the collection (`security_groups`
+/// with its underscore, as Neutron's resource name).
+fn too_many_tags(kind: &Kind) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        format!(
+            "Bad {} request: The number of tags exceed the per-resource limit of {MAX_TAGS}.",
+            kind.table
+        ),
+    )
 }
 
 async fn load(
@@ -147,19 +216,21 @@ async fn check(
     Extension(ctx): Extension<Context>,
     Path((collection, id, tag)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
+    validate_tag(&tag)?;
     let (_, obj) = load(&st, &ctx, &collection, &id).await?;
     if tags_of(&obj).contains(&tag) {
         Ok(common::no_content())
     } else {
-        Err(tag_not_found(&collection, &id, &tag))
+        Err(tag_not_found(&tag))
     }
 }
 
-fn tag_not_found(collection: &str, id: &str, tag: &str) -> ApiError {
+/// Neutron's `TagNotFound` (neutron/services/tag/tag_plugin.py raises it with the tag only).
+fn tag_not_found(tag: &str) -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::NOT_FOUND,
+        StatusCode::NOT_FOUND,
         "TagNotFound",
-        format!("Tag {tag} could not be found for {collection} {id}."),
+        format!("Tag {tag} could not be found."),
     )
 }
 
@@ -234,9 +305,7 @@ async fn mutate(
     let before = tags.clone();
     f(&mut tags)?;
     if tags.len() > MAX_TAGS {
-        return Err(ApiError::bad_request(format!(
-            "The number of tags exceed the per-resource limit of {MAX_TAGS}"
-        )));
+        return Err(too_many_tags(t.kind));
     }
     if tags != before {
         obj.insert("tags".into(), json!(tags));
@@ -252,24 +321,7 @@ async fn replace(
     Path((collection, id)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let v = common::parse_json(&body)?;
-    let Some(Value::Array(list)) = v.get("tags") else {
-        return Err(ApiError::bad_request(
-            "Invalid input for tags. Reason: a list of tags is required.",
-        ));
-    };
-    let mut new = Vec::new();
-    for t in list {
-        let Some(s) = t.as_str() else {
-            return Err(ApiError::bad_request(format!(
-                "Invalid input for tags. Reason: '{t}' is not a valid tag."
-            )));
-        };
-        validate_tag(s)?;
-        if !new.iter().any(|x: &String| x == s) {
-            new.push(s.to_string());
-        }
-    }
+    let new = validate_tags(&common::parse_json(&body)?)?;
     let tags = mutate(&st, &ctx, &collection, &id, Verb::Update, |tags| {
         *tags = new;
         Ok(())
@@ -292,7 +344,7 @@ async fn add(
     })
     .await?;
     Ok(axum::response::IntoResponse::into_response(
-        axum::http::StatusCode::CREATED,
+        StatusCode::CREATED,
     ))
 }
 
@@ -314,7 +366,7 @@ async fn remove_one(
     Extension(ctx): Extension<Context>,
     Path((collection, id, tag)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    let (c, i, t) = (collection.clone(), id.clone(), tag.clone());
+    validate_tag(&tag)?;
     mutate(
         &st,
         &ctx,
@@ -326,7 +378,7 @@ async fn remove_one(
                 tags.remove(p);
                 Ok(())
             }
-            None => Err(tag_not_found(&c, &i, &t)),
+            None => Err(tag_not_found(&tag)),
         },
     )
     .await?;

@@ -526,6 +526,24 @@ const DEFAULT_RULES: &[(&str, &str)] = &[
     ("update_floatingip:tags", "rule:admin_or_project_member"),
     ("delete_floatingip", "rule:admin_or_project_member"),
     ("delete_floatingip:tags", "rule:admin_or_project_member"),
+    // Port forwardings of floating IPs (neutron/conf/policies/floatingip_port_forwarding.py):
+    // the parent floating IP's project decides (`ext_parent`).
+    (
+        "create_floatingip_port_forwarding",
+        "(rule:admin_only) or (role:member and rule:ext_parent_owner)",
+    ),
+    (
+        "get_floatingip_port_forwarding",
+        "(rule:admin_only) or (role:reader and rule:ext_parent_owner)",
+    ),
+    (
+        "update_floatingip_port_forwarding",
+        "(rule:admin_only) or (role:member and rule:ext_parent_owner)",
+    ),
+    (
+        "delete_floatingip_port_forwarding",
+        "(rule:admin_only) or (role:member and rule:ext_parent_owner)",
+    ),
     // Agents and their schedulers.
     ("create_agent", "rule:admin_only"),
     ("get_agent", "rule:admin_only"),

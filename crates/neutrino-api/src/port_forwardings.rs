@@ -10,6 +10,10 @@
 //! protocol, internal port, address and port number) is two database constraints; the
 //! explicit collision checks before them only give Neutron's messages.
 //!
+//! A forwarding is visible exactly when its floating IP is (else 404); every verb is then
+//! decided by the policy engine (`<verb>_floatingip_port_forwarding`, Neutron's rules on the
+//! parent floating IP's project), so a reader of the project may look but never change.
+//!
 //! Every request is one transaction holding the floating IP's row lock. This module must never
 //! talk to an agent: the router's hosts are notified through the change log.
 
@@ -179,12 +183,14 @@ async fn parent(
     floatingips::load_for_write(st, tx, ctx, fip_id).await
 }
 
+/// The policy target of a port forwarding of `fip`: Neutron's rules name the parent floating
+/// IP's project as `ext_parent:project_id` (neutron/api/v2/base.py fills `ext_parent_*` for
+/// sub-resources); a port forwarding has no project of its own.
 fn policy_target(fip: &Obj) -> Obj {
+    let project = fip.get("project_id").cloned().unwrap_or(Value::Null);
     let mut t = Obj::new();
-    t.insert(
-        "project_id".into(),
-        fip.get("project_id").cloned().unwrap_or(Value::Null),
-    );
+    t.insert("project_id".into(), project.clone());
+    t.insert("ext_parent:project_id".into(), project);
     t.insert("floatingip_id".into(), json!(str_of(fip, "id")));
     t
 }
@@ -508,13 +514,15 @@ async fn update(
     };
     // A port forwarding has standard attributes (its description), so Neutron's
     // revision-if-match holds for it as for any other resource.
-    common::check_revision(expected, &pf)?;
+    // Policy first, then If-Match: Neutron enforces policy in the API layer and checks the
+    // revision inside the plugin's transaction.
     common::enforce(
         &st,
         &ctx,
         "update_floatingip_port_forwarding",
         &policy_target(&fip),
     )?;
+    common::check_revision(expected, &pf)?;
     let old_port = str_of(&pf, "internal_port_id").to_string();
     for (k, v) in &changes {
         pf.insert(k.clone(), v.clone());
@@ -584,13 +592,13 @@ async fn delete(
         Some(pf) if str_of(&pf, "floatingip_id") == fip_id => pf,
         _ => return Err(not_found(&pf_id)),
     };
-    common::check_revision(expected, &pf)?;
     common::enforce(
         &st,
         &ctx,
         "delete_floatingip_port_forwarding",
         &policy_target(&fip),
     )?;
+    common::check_revision(expected, &pf)?;
     db::remove(&mut tx, &KIND, &pf).await?;
     let router = fip
         .get("router_id")

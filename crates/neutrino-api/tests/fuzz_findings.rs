@@ -149,3 +149,113 @@ async fn tag_values(srv: &TestServer) {
 }
 
 on_both_stores!(tag_values, "", tag_values_sqlite, tag_values_postgres);
+
+/// Creates, as `token`, a TCP forwarding of `port` on the floating IP to the same port of
+/// `vm`'s first address.
+async fn port_forwarding_of(
+    srv: &TestServer,
+    url: &str,
+    token: &str,
+    vm: &Value,
+    port: u16,
+) -> (u16, Value) {
+    srv.post(
+        url,
+        token,
+        json!({"port_forwarding": {"external_port": port, "internal_port": port,
+            "internal_ip_address": vm["fixed_ips"][0]["ip_address"],
+            "internal_port_id": vm["id"], "protocol": "tcp", "description": "d"}}),
+    )
+    .await
+}
+
+/// Port forwardings follow neutron/conf/policies/floatingip_port_forwarding.py: create,
+/// update and delete need a member of the floating IP's project
+/// (ADMIN_OR_PARENT_OWNER_MEMBER), reading needs a reader (ADMIN_OR_PARENT_OWNER_READER).
+/// Another project sees no such floating IP (the plugin's `_get_fip_obj`: 404
+/// `FloatingIPNotFound`).
+async fn port_forwarding_policy(srv: &TestServer) {
+    let l = srv.routed(P, json!({}), json!({})).await;
+    let (s, b) = srv
+        .post(
+            "/v2.0/floatingips",
+            P,
+            json!({"floatingip": {"floating_network_id": l.ext}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let fip = id(&b["floatingip"]);
+    let vm = srv.port(P, json!({"network_id": l.net})).await;
+    let url = format!("/v2.0/floatingips/{fip}/port_forwardings");
+    let (s, b) = port_forwarding_of(srv, &url, P, &vm, 2222).await;
+    assert_eq!(s, 201, "{b}");
+    let pf = b["port_forwarding"].clone();
+    let one = format!("{url}/{}", id(&pf));
+
+    let denied = |action: &str| {
+        format!("(rule:{action}_floatingip_port_forwarding) is disallowed by policy")
+    };
+    let got = port_forwarding_of(srv, &url, READER, &vm, 3333).await;
+    assert_error(&got, 403, "PolicyNotAuthorized", &denied("create"));
+    let change = json!({"port_forwarding": {"description": "reader was here"}});
+    let got = srv.put(&one, READER, change.clone()).await;
+    assert_error(&got, 403, "PolicyNotAuthorized", &denied("update"));
+    // Policy is decided before If-Match, as in Neutron (the revision is the plugin's).
+    let got = srv
+        .call_h(
+            "PUT",
+            &one,
+            READER,
+            Some(change.clone()),
+            &[("If-Match", "revision_number=99")],
+        )
+        .await;
+    assert_error(&got, 403, "PolicyNotAuthorized", &denied("update"));
+    let got = srv.delete(&one, READER).await;
+    assert_error(&got, 403, "PolicyNotAuthorized", &denied("delete"));
+    // The reader still sees everything, unchanged.
+    let (s, b) = srv.get(&url, READER).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["port_forwardings"], json!([pf]));
+    let (s, b) = srv.get(&one, READER).await;
+    assert_eq!((s, &b["port_forwarding"]), (200, &pf), "{b}");
+
+    // Another project: no such floating IP, whatever the verb.
+    let missing = format!("Floating IP {fip} could not be found");
+    for (method, path, body) in [
+        ("GET", url.clone(), None),
+        ("GET", one.clone(), None),
+        ("PUT", one.clone(), Some(change.clone())),
+        ("DELETE", one.clone(), None),
+    ] {
+        let got = srv.call(method, &path, OTHER, body).await;
+        assert_error(&got, 404, "FloatingIPNotFound", &missing);
+    }
+    let got = port_forwarding_of(srv, &url, OTHER, &vm, 3333).await;
+    assert_error(&got, 404, "FloatingIPNotFound", &missing);
+    let (_, b) = srv.get(&url, P).await;
+    assert_eq!(
+        b["port_forwardings"],
+        json!([pf]),
+        "refusals changed something"
+    );
+
+    // A member of the project may do all of it.
+    let (s, b) = srv.put(&one, P, change).await;
+    assert_eq!(
+        (s, &b["port_forwarding"]["description"]),
+        (200, &json!("reader was here")),
+        "{b}"
+    );
+    let (s, b) = srv.delete(&one, P).await;
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = port_forwarding_of(srv, &url, P, &vm, 3333).await;
+    assert_eq!(s, 201, "{b}");
+}
+
+on_both_stores!(
+    port_forwarding_policy,
+    "",
+    port_forwarding_policy_sqlite,
+    port_forwarding_policy_postgres
+);

@@ -784,11 +784,17 @@ fn check_prefix_bounds(pool: &Obj, len: i64) -> ApiResult<()> {
     Ok(())
 }
 
-/// Neutron raises `SubnetAllocationError`, a plain NeutronException, hence a 500 that still
-/// carries its own type and message.
-fn allocation_error(reason: String) -> ApiError {
+/// Neutron's `SubnetAllocationError` ("Failed to allocate subnet: ..."), keeping its type and
+/// message but not its status. Neutron raises it as a plain NeutronException
+/// (neutron/ipam/subnet_alloc.py), which its API maps to 500; we promise no 5xx on a request
+/// the client can fix, so, as a deliberate difference:
+/// - a requested CIDR the pool cannot give (outside its prefixes, or overlapping an allocated
+///   subnet) is the client's input: 400;
+/// - a pool with no room left for the prefix length asked is the state of the pool, as an
+///   exhausted subnet is for a port (`IpAddressGenerationFailure`): 409.
+fn allocation_error(status: StatusCode, reason: &str) -> ApiError {
     ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         "SubnetAllocationError",
         format!("Failed to allocate subnet: {reason}."),
     )
@@ -865,7 +871,8 @@ async fn resolve_cidr(
             check_pool_quota(tx, &pool, c.prefix_len()).await?;
             if !ipam::fits(&prefixes, &allocated, &c) {
                 return Err(allocation_error(
-                    "Cannot allocate requested subnet from the available set of prefixes".into(),
+                    StatusCode::BAD_REQUEST,
+                    "Cannot allocate requested subnet from the available set of prefixes",
                 ));
             }
             Ok((c, Some(pool), false))
@@ -886,9 +893,10 @@ async fn resolve_cidr(
             check_pool_quota(tx, &pool, len).await?;
             match ipam::carve(&prefixes, &allocated, len) {
                 Some(c) => Ok((c, Some(pool), true)),
-                None => Err(allocation_error(format!(
-                    "Insufficient prefix space to allocate subnet size /{len}"
-                ))),
+                None => Err(allocation_error(
+                    StatusCode::CONFLICT,
+                    &format!("Insufficient prefix space to allocate subnet size /{len}"),
+                )),
             }
         }
     }

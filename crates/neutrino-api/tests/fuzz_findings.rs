@@ -259,3 +259,74 @@ on_both_stores!(
     port_forwarding_policy_sqlite,
     port_forwarding_policy_postgres
 );
+
+/// A subnet from a pool that cannot give it: Neutron raises `SubnetAllocationError`
+/// (neutron/ipam/subnet_alloc.py), a plain NeutronException it answers with 500. We keep its
+/// type and message but answer 400 for a requested CIDR (outside the pool's prefixes or
+/// overlapping one of its subnets) and 409 for a pool without room for the prefix length
+/// asked: no 5xx for what the client can fix. Nothing is created.
+async fn subnet_allocation_errors(srv: &TestServer) {
+    let (s, b) = srv
+        .post(
+            "/v2.0/subnetpools",
+            P,
+            json!({"subnetpool": {"name": "pool", "prefixes": ["10.80.0.0/23"],
+                "default_prefixlen": 24}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let pool = id(&b["subnetpool"]);
+    let net = id(&srv.network(P, json!({})).await);
+    let subnet = |extra: Value| {
+        let mut body = json!({"network_id": net, "ip_version": 4, "subnetpool_id": pool});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        json!({ "subnet": body })
+    };
+    let cannot = "Failed to allocate subnet: Cannot allocate requested subnet from the \
+                  available set of prefixes.";
+    let got = srv
+        .post(
+            "/v2.0/subnets",
+            P,
+            subnet(json!({"cidr": "192.168.7.0/24"})),
+        )
+        .await;
+    assert_error(&got, 400, "SubnetAllocationError", cannot);
+    let (s, b) = srv
+        .post("/v2.0/subnets", P, subnet(json!({"cidr": "10.80.0.0/24"})))
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let got = srv
+        .post(
+            "/v2.0/subnets",
+            P,
+            subnet(json!({"cidr": "10.80.0.128/25"})),
+        )
+        .await;
+    assert_error(&got, 400, "SubnetAllocationError", cannot);
+    let (s, b) = srv.post("/v2.0/subnets", P, subnet(json!({}))).await;
+    assert_eq!(
+        (s, &b["subnet"]["cidr"]),
+        (201, &json!("10.80.1.0/24")),
+        "{b}"
+    );
+    let got = srv.post("/v2.0/subnets", P, subnet(json!({}))).await;
+    assert_error(
+        &got,
+        409,
+        "SubnetAllocationError",
+        "Failed to allocate subnet: Insufficient prefix space to allocate subnet size /24.",
+    );
+    let (s, b) = srv.get(&format!("/v2.0/subnets?network_id={net}"), P).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["subnets"].as_array().map(Vec::len), Some(2), "{b}");
+}
+
+on_both_stores!(
+    subnet_allocation_errors,
+    "",
+    subnet_allocation_errors_sqlite,
+    subnet_allocation_errors_postgres
+);

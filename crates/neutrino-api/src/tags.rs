@@ -11,8 +11,8 @@
 //! Tag values are checked before the resource is looked up, with neutron-lib's validators and
 //! messages (`InvalidInput`): a body's `tags` is a list of unique strings of at most 255
 //! characters (`type:list_of_unique_strings`), a tag in the path a string of at most 255
-//! characters. Tags are one-line strings: control characters are refused too (Neutron does
-//! not check them; PostgreSQL cannot store NUL).
+//! characters. Tags are one-line strings: control characters are refused too
+//! (`common::check_line`; Neutron does not check them, PostgreSQL cannot store NUL).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -129,13 +129,8 @@ fn validate_tag(t: &str) -> ApiResult<()> {
             "'{t}' exceeds maximum length of {MAX_TAG_LEN}"
         )));
     }
-    // Deliberately stricter than Neutron, like every other one-line string of the API.
-    if t.chars().any(char::is_control) {
-        return Err(ApiError::invalid_input(
-            "NUL and control characters are not allowed in tags",
-        ));
-    }
-    Ok(())
+    // Deliberately stricter than Neutron, as every other one-line string of the API.
+    common::check_line("tags", t)
 }
 
 /// Neutron's `validate_tags`: the body is an object with `tags`, a list without duplicates

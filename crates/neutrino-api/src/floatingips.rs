@@ -527,9 +527,12 @@ async fn create(
     )
     .await?;
     let Some((_, address)) = v4_fixed_ips(&port).into_iter().next() else {
-        return Err(ApiError::bad_request(format!(
-            "Unable to find any IP address on external network {net_id}."
-        )));
+        // neutron-lib's ExternalIpAddressExhausted (a BadRequest).
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ExternalIpAddressExhausted",
+            format!("Unable to find any IP address on external network {net_id}."),
+        ));
     };
     obj.remove("subnet_id");
     obj.insert("id".into(), json!(id));

@@ -295,8 +295,8 @@ fn remote_id(v: &Value) -> ApiResult<Option<String>> {
         Value::Null => Ok(None),
         Value::String(s) if s.is_empty() => Ok(None),
         Value::String(s) => Ok(Some(s.clone())),
-        other => Err(ApiError::bad_request(format!(
-            "Invalid input for operation: '{}' is not a valid UUID.",
+        other => Err(ApiError::invalid_input(format_args!(
+            "'{}' is not a valid UUID",
             attrs::display(other)
         ))),
     }

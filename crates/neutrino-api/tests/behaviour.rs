@@ -656,3 +656,33 @@ on_both_stores!(
     references_checked_sqlite,
     references_checked_postgres
 );
+
+/// A remote group id that is not a string is neutron-lib's `InvalidInput` (the rule's
+/// `uuid_or_none` conversion), not `HTTPBadRequest`.
+async fn error_types(srv: &TestServer) {
+    let (s, b) = srv
+        .post(
+            "/v2.0/security-groups",
+            P,
+            json!({"security_group": {"name": "g"}}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let sg = id(&b["security_group"]);
+    let (s, b) = srv
+        .post(
+            "/v2.0/security-group-rules",
+            P,
+            json!({"security_group_rule": {
+                "security_group_id": sg, "direction": "ingress", "remote_group_id": 5}}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(err_type(&b), "InvalidInput", "{b}");
+    assert_eq!(
+        message(&b),
+        "Invalid input for operation: '5' is not a valid UUID."
+    );
+}
+
+on_both_stores!(error_types, "", error_types_sqlite, error_types_postgres);

@@ -152,14 +152,16 @@ async fn report(
     let now = agents::now_us();
     let mut tx = st.db.begin().await?;
     let (agent, status) = agents::report(&st, &mut tx, &r, now).await?;
-    // An L3 agent that registers, revives or restarts gets the routers lacking agents
-    // (Neutron's auto_schedule_routers on the agent's sync).
+    // A DHCP or L3 agent that registers, revives or restarts gets the networks or routers
+    // lacking agents (Neutron's auto_schedule_networks/routers on the agent's sync).
+    scheduler::agent_reported(&st, &mut tx, &agent, status, r.start_flag).await?;
     l3_scheduler::agent_reported(&st, &mut tx, &agent, status, r.start_flag).await?;
     st.db.commit(tx).await?;
-    // Live L3 agents' heartbeats drive router failover off dead ones (a live agent is needed
-    // to take them anyway); it is off unless allow_automatic_l3agent_failover.
+    // Live L3 agents' heartbeats also drive router failover off dead ones, sooner than the
+    // periodic check (a live agent is needed to take them anyway); it is off unless
+    // allow_automatic_l3agent_failover.
     if agent.agent_type == agent_type::L3
-        && let Err(e) = l3_scheduler::check_l3_failover(&st, now).await
+        && let Err(e) = l3_scheduler::L3.check_failover(&st, now).await
     {
         tracing::error!(error = %e, "L3 agent failover check failed");
     }

@@ -564,12 +564,6 @@ pub async fn report(
             (a, AgentStatus::New)
         }
     };
-    if agent.agent_type == agent_type::DHCP
-        && (status != AgentStatus::Alive || r.start_flag)
-        && agent.admin_state_up
-    {
-        crate::scheduler::auto_schedule_agent(st, tx, &agent, now_us).await?;
-    }
     Ok((agent, status))
 }
 
@@ -735,9 +729,9 @@ async fn delete(
     common::enforce(&st, &ctx, "delete_agent", &Obj::new()).map_err(|_| not_found(&id))?;
     // A deleted DHCP agent's networks lose it; their DHCP ports are reserved for the next
     // agent, as when a network is removed from an agent.
-    let nets = crate::scheduler::networks_of_agent(&mut *tx, &a.id).await?;
-    for n in &nets {
-        crate::scheduler::unbind_network(&st, &mut tx, &a, n).await?;
+    let dhcp = &crate::scheduler::DHCP;
+    for n in dhcp.hosted_by(&mut *tx, &a.id).await? {
+        dhcp.unbind(&st, &mut tx, &a, &n).await?;
     }
     sqlx::query("DELETE FROM agents WHERE id = $1")
         .bind(&a.id)

@@ -1,11 +1,12 @@
 //! L3 agent scheduling (Neutron's `l3_agent_scheduler`, `router_availability_zone` and the
-//! scheduling half of `l3-ha`): which L3 agents host which routers, and the APIs
-//! `/v2.0/routers/{id}/l3-agents` and `/v2.0/agents/{id}/l3-routers`.
+//! scheduling half of `l3-ha`): the L3 options, which L3 agents may host a router, and where
+//! router ports are bound.
 //!
-//! Owns `router_l3_agents` (Neutron's `routerl3agentbindings`) and where router ports are
-//! bound: a router's gateway and interface ports are bound (`binding:host_id`) to the host of
-//! the agent hosting it, as Neutron's L3 RPC does when the agent syncs, so the host's L2 agent
-//! wires them and reports them ACTIVE, and the sync protocol's binding history routes their
+//! Declares the [`L3`] binding (`router_l3_agents`, Neutron's `routerl3agentbindings`) for
+//! the shared scheduler in `scheduling`, and owns where router ports are bound: a router's
+//! gateway and interface ports are bound (`binding:host_id`) to the host of the agent
+//! hosting it, as Neutron's L3 RPC does when the agent syncs, so the host's L2 agent wires
+//! them and reports them ACTIVE, and the sync protocol's binding history routes their
 //! changes to that host.
 //!
 //! Scheduling follows Neutron's `AZLeastRoutersScheduler`: candidates are live, admin-up L3
@@ -17,31 +18,26 @@
 //! As in Neutron, scheduling happens whenever the router is "updated" (created with a
 //! gateway, updated, an interface or floating IP added or removed: `routers_updated` with
 //! `schedule_routers=True`), when an L3 agent registers, revives or restarts
-//! (`router_auto_schedule`), on the admin API, and on failover from dead agents
-//! (`allow_automatic_l3agent_failover`, default false).
+//! (`router_auto_schedule`), on the admin API (`scheduling_api`), and on failover from dead
+//! agents (`allow_automatic_l3agent_failover`, default false; checked by `periodic` and on
+//! live L3 agents' heartbeats).
 //!
 //! Everything here runs in the caller's transaction and does SQL only; it must never contact
 //! an agent: hosts learn about (un)scheduling from `agent` changes (the agent's revision is
 //! bumped) and from router changes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Extension, Router};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
+use neutrino_core::ApiResult;
 use neutrino_core::db::{self, Obj};
-use neutrino_core::list::ListQuery;
-use neutrino_core::{ApiError, ApiResult, Context};
 use neutrino_wire::{AgentStatus, agent_type};
 
-use crate::agents::{self, Agent, AgentConfig};
-use crate::{ApiState, binding, common, networks, ports, routers};
+use crate::agents::{self, Agent};
+use crate::scheduling::Binding;
+use crate::{ApiState, binding, networks, ports, routers};
 
 /// Options read by the L3 modules: (section, key), for the unknown option report.
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
@@ -127,12 +123,26 @@ pub fn config(st: &ApiState) -> L3Config {
     L3Config::from_ini(&st.cfg.ini)
 }
 
+/// Routers on L3 agents: least loaded first, at a binding index; no start-up grace.
+pub static L3: Binding = Binding {
+    agent_type: agent_type::L3,
+    resource: &routers::KIND,
+    table: "router_l3_agents",
+    column: "router_id",
+    indexed: true,
+    spread_over_zones: false,
+    grace_per_binding_us: 0,
+    failover_enabled: |st| config(st).allow_automatic_l3agent_failover,
+    released: |st, tx, _, router_id| Box::pin(bind_router_ports(st, tx, router_id)),
+    reschedule: |st, tx, router_id| Box::pin(router_updated(st, tx, router_id)),
+};
+
 fn str_of<'a>(o: &'a Obj, k: &str) -> &'a str {
     o.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
 /// `agent_mode` of an L3 agent (`legacy` unless reported).
-fn agent_mode(a: &Agent) -> String {
+pub(crate) fn agent_mode(a: &Agent) -> String {
     a.configurations()
         .get("agent_mode")
         .and_then(Value::as_str)
@@ -141,37 +151,7 @@ fn agent_mode(a: &Agent) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bindings.
-
-/// The L3 agents hosting a router, by binding index.
-pub async fn agents_of_router(conn: &mut AnyConnection, router_id: &str) -> ApiResult<Vec<Agent>> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT agent_id FROM router_l3_agents WHERE router_id = $1 ORDER BY binding_index",
-    )
-    .bind(router_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(a) = agents::get_agent(&mut *conn, &id).await? {
-            out.push(a);
-        }
-    }
-    Ok(out)
-}
-
-/// Ids of the routers an agent hosts.
-pub async fn routers_of_agent<'c, E>(ex: E, agent_id: &str) -> ApiResult<Vec<String>>
-where
-    E: sqlx::Executor<'c, Database = sqlx::Any>,
-{
-    Ok(sqlx::query_scalar(
-        "SELECT router_id FROM router_l3_agents WHERE agent_id = $1 ORDER BY router_id",
-    )
-    .bind(agent_id)
-    .fetch_all(ex)
-    .await?)
-}
+// Where the routers are, and their ports.
 
 /// `(router id, agent id)` of every router hosted by an agent on `host`.
 pub async fn routers_on_host(
@@ -222,15 +202,6 @@ where
     Ok(out)
 }
 
-/// Routers hosted per agent (the LeastRouters scheduler's load).
-async fn loads(conn: &mut AnyConnection) -> ApiResult<HashMap<String, i64>> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT agent_id, COUNT(*) FROM router_l3_agents GROUP BY agent_id")
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(rows.into_iter().collect())
-}
-
 /// Logs a `router` change without a new revision (Neutron's `notify_router_updated`): what
 /// the router's hosts build from it changed (a floating IP, a port forwarding), not the
 /// router document itself.
@@ -264,12 +235,7 @@ pub async fn bind_router_ports(
     tx: &mut AnyConnection,
     router_id: &str,
 ) -> ApiResult<()> {
-    let host = agents_of_router(tx, router_id)
-        .await?
-        .into_iter()
-        .next()
-        .map(|a| a.host)
-        .unwrap_or_default();
+    let host = port_host(tx, router_id).await?;
     let port_ids: Vec<String> = sqlx::query_scalar(
         "SELECT port_id FROM router_ports WHERE router_id = $1 ORDER BY port_id",
     )
@@ -295,59 +261,13 @@ pub async fn bind_router_ports(
 
 /// The host a new port of `router_id` should be bound to ('' when unscheduled).
 pub async fn port_host(tx: &mut AnyConnection, router_id: &str) -> ApiResult<String> {
-    Ok(agents_of_router(tx, router_id)
+    Ok(L3
+        .agents_of(tx, router_id)
         .await?
         .into_iter()
         .next()
         .map(|a| a.host)
         .unwrap_or_default())
-}
-
-/// Records `agent` as hosting `router_id` at `index` and tells its host (an `agent` change).
-/// False when the agent already hosts it or the index is taken (a concurrent scheduler won).
-async fn bind(
-    tx: &mut AnyConnection,
-    router_id: &str,
-    agent: &Agent,
-    index: i64,
-) -> ApiResult<bool> {
-    let res = sqlx::query(
-        "INSERT INTO router_l3_agents (router_id, agent_id, binding_index, created_at) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(router_id)
-    .bind(&agent.id)
-    .bind(index)
-    .bind(agents::now_us())
-    .execute(&mut *tx)
-    .await?;
-    if res.rows_affected() == 0 {
-        return Ok(false);
-    }
-    tracing::info!(router_id, agent_id = %agent.id, host = %agent.host, "scheduling router to L3 agent");
-    agents::touch(tx, &agent.id).await?;
-    Ok(true)
-}
-
-/// Removes `router_id` from `agent` and tells its host; the router's ports follow the
-/// remaining agent (or become unbound). False when the agent did not host it.
-pub async fn unbind(
-    st: &ApiState,
-    tx: &mut AnyConnection,
-    router_id: &str,
-    agent: &Agent,
-) -> ApiResult<bool> {
-    let res = sqlx::query("DELETE FROM router_l3_agents WHERE router_id = $1 AND agent_id = $2")
-        .bind(router_id)
-        .bind(&agent.id)
-        .execute(&mut *tx)
-        .await?;
-    if res.rows_affected() == 0 {
-        return Ok(false);
-    }
-    agents::touch(tx, &agent.id).await?;
-    bind_router_ports(st, tx, router_id).await?;
-    Ok(true)
 }
 
 /// Removes every binding of a router being deleted, telling the hosts.
@@ -402,102 +322,36 @@ pub fn can_host(agent: &Agent, router: &Obj, ignore_admin_state: bool) -> bool {
     !internal_only || handle_internal
 }
 
-/// Picks agents for a router among `candidates` (already filtered), least loaded first (ties
-/// by host name), `needed` of them. Pure.
-pub fn least_loaded<'a>(
-    candidates: &[&'a Agent],
-    load: &HashMap<String, i64>,
-    needed: usize,
-) -> Vec<&'a Agent> {
-    let mut sorted: Vec<&Agent> = candidates.to_vec();
-    sorted.sort_by(|a, b| {
-        let la = load.get(&a.id).copied().unwrap_or(0);
-        let lb = load.get(&b.id).copied().unwrap_or(0);
-        la.cmp(&lb).then_with(|| a.host.cmp(&b.host))
-    });
-    sorted.truncate(needed);
-    sorted
+/// How many L3 agents a router wants: one, or `max_l3_agents_per_router` for an HA router
+/// (0: every candidate).
+fn wanted(router: &Obj, max_ha: usize) -> usize {
+    match (router.get("ha") == Some(&Value::Bool(true)), max_ha) {
+        (false, _) => 1,
+        (true, 0) => usize::MAX,
+        (true, n) => n,
+    }
 }
 
 /// Schedules a router that needs agents (Neutron's `schedule_router`): a legacy router
-/// without an admin-up agent gets one, an HA router up to `max_l3_agents_per_router`. Only
-/// `only` (when given) is considered: the agent that just registered, for auto-scheduling.
-/// Returns whether anything was bound.
+/// without an agent gets one, an HA router up to `max_l3_agents_per_router`. A legacy router
+/// keeps its agent, even an admin-down one: Neutron's `bind_router` finds binding index 1
+/// taken and does nothing. Only `only` (when given) is considered: the agent that just
+/// registered, for auto-scheduling. Returns whether anything was bound.
 pub async fn schedule_router(
     st: &ApiState,
     tx: &mut AnyConnection,
     router: &Obj,
     only: Option<&Agent>,
 ) -> ApiResult<bool> {
-    let router_id = str_of(router, "id").to_string();
-    let cfg = agents::config(st);
-    let l3 = config(st);
-    let now = agents::now_us();
-    let ha = router.get("ha") == Some(&Value::Bool(true));
-    let hosting = agents_of_router(tx, &router_id).await?;
-    // A legacy router keeps its agent, even an admin-down one: Neutron's bind_router finds
-    // binding index 1 taken and does nothing.
-    if !ha && !hosting.is_empty() {
-        return Ok(false);
-    }
-    let hints = crate::scheduler::az_hints(router, &cfg);
-    let hosted_ids: HashSet<&str> = hosting.iter().map(|a| a.id.as_str()).collect();
-    let all = match only {
-        Some(a) => vec![a.clone()],
-        None => agents::of_type(&mut *tx, agent_type::L3).await?,
-    };
-    let candidates: Vec<&Agent> = all
-        .iter()
-        .filter(|a| {
-            a.is_alive(now, &cfg)
-                && can_host(a, router, false)
-                && !hosted_ids.contains(a.id.as_str())
-                && (hints.is_empty()
-                    || a.availability_zone
-                        .as_ref()
-                        .is_some_and(|z| hints.contains(z)))
-        })
-        .collect();
-    if candidates.is_empty() {
-        if only.is_none() {
-            tracing::debug!(router_id = %router_id, "no L3 agent can host the router");
-        }
-        return Ok(false);
-    }
-    let load = loads(tx).await?;
-    let mut used: Vec<i64> = sqlx::query_scalar(
-        "SELECT binding_index FROM router_l3_agents WHERE router_id = $1 ORDER BY binding_index",
-    )
-    .bind(&router_id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let (needed, max_index) = if ha {
-        let max = match l3.max_l3_agents_per_router {
-            0 => candidates.len() + hosting.len(),
-            n => n,
-        };
-        (max.saturating_sub(hosting.len()), max)
-    } else {
-        (1, 1)
-    };
-    let chosen: Vec<Agent> = least_loaded(&candidates, &load, needed)
-        .into_iter()
-        .cloned()
-        .collect();
-    let mut any = false;
-    for a in &chosen {
-        let Some(index) =
-            (1..=i64::try_from(max_index).unwrap_or(i64::MAX)).find(|i| !used.contains(i))
-        else {
-            break;
-        };
-        if bind(tx, &router_id, a, index).await? {
-            used.push(index);
-            any = true;
-        }
-    }
+    let router_id = str_of(router, "id");
+    let hosting = L3.agents_of(tx, router_id).await?;
+    let limit = wanted(router, config(st).max_l3_agents_per_router);
+    let accept = |a: &Agent| can_host(a, router, false);
+    let any = L3
+        .schedule(st, tx, router, &hosting, only, limit, accept)
+        .await?;
     if any {
-        bind_router_ports(st, tx, &router_id).await?;
+        bind_router_ports(st, tx, router_id).await?;
     }
     Ok(any)
 }
@@ -524,98 +378,20 @@ pub async fn agent_reported(
     status: AgentStatus,
     start_flag: bool,
 ) -> ApiResult<()> {
+    let l3 = config(st);
     if agent.agent_type != agent_type::L3
         || !(status != AgentStatus::Alive || start_flag)
         || !agent.admin_state_up
-        || !config(st).router_auto_schedule
+        || !l3.router_auto_schedule
     {
         return Ok(());
     }
     let all = db::list(&mut *tx, &routers::KIND, None).await?;
-    let counts: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT router_id, COUNT(*) FROM router_l3_agents GROUP BY router_id",
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-    let max_ha = i64::try_from(config(st).max_l3_agents_per_router).unwrap_or(i64::MAX);
-    for r in all {
-        let n = counts.get(str_of(&r, "id")).copied().unwrap_or(0);
-        let ha = r.get("ha") == Some(&Value::Bool(true));
-        let under = if ha { max_ha == 0 || n < max_ha } else { n < 1 };
-        if under {
-            schedule_router(st, tx, &r, Some(agent)).await?;
-        }
+    let limit = |r: &Obj| wanted(r, l3.max_l3_agents_per_router);
+    for r in L3.lacking(st, tx, agent, &all, limit).await? {
+        schedule_router(st, tx, r, Some(agent)).await?;
     }
     Ok(())
-}
-
-/// A router binding is moved off an agent that is admin-up, silent for twice
-/// `agent_down_time` (Neutron's `agent_dead_limit`) and not starting up. Pure.
-fn dead_for_failover(a: &Agent, now_us: i64, cfg: &AgentConfig) -> bool {
-    let limit = cfg.down_after_us().saturating_mul(2);
-    a.admin_state_up
-        && now_us.saturating_sub(a.heartbeat_at) > limit
-        && a.started_at.saturating_add(limit) <= now_us
-}
-
-/// The `(router, agent)` bindings to move off dead L3 agents: none when no live, admin-up L3
-/// agent exists to take them (Neutron skips rescheduling then). Pure.
-pub fn failover_plan(
-    l3_agents: &[Agent],
-    bindings: &[(String, String)],
-    now_us: i64,
-    cfg: &AgentConfig,
-) -> Vec<(String, String)> {
-    if !l3_agents
-        .iter()
-        .any(|a| a.admin_state_up && a.is_alive(now_us, cfg))
-    {
-        return Vec::new();
-    }
-    let dead: HashSet<&str> = l3_agents
-        .iter()
-        .filter(|a| dead_for_failover(a, now_us, cfg))
-        .map(|a| a.id.as_str())
-        .collect();
-    bindings
-        .iter()
-        .filter(|(_, a)| dead.contains(a.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// Moves routers off dead L3 agents when `allow_automatic_l3agent_failover` (Neutron's
-/// `reschedule_routers_from_down_agents`), one transaction per router; returns how many
-/// bindings moved. Driven by L3 agents' heartbeats (a live L3 agent is needed to take the
-/// routers over anyway, and reports every `report_interval`).
-pub async fn check_l3_failover(st: &ApiState, now_us: i64) -> ApiResult<usize> {
-    if !config(st).allow_automatic_l3agent_failover {
-        return Ok(0);
-    }
-    let cfg = agents::config(st);
-    let l3 = agents::of_type(st.db.reader(), agent_type::L3).await?;
-    let bindings: Vec<(String, String)> =
-        sqlx::query_as("SELECT router_id, agent_id FROM router_l3_agents ORDER BY router_id")
-            .fetch_all(st.db.reader())
-            .await?;
-    let plan = failover_plan(&l3, &bindings, now_us, &cfg);
-    let mut moved = 0;
-    for (router_id, agent_id) in plan {
-        let Some(agent) = l3.iter().find(|a| a.id == agent_id) else {
-            continue;
-        };
-        tracing::warn!(router_id = %router_id, agent_id = %agent_id, host = %agent.host,
-            "rescheduling router from dead L3 agent");
-        let mut tx = st.db.begin().await?;
-        if unbind(st, &mut tx, &router_id, agent).await? {
-            moved += 1;
-            router_updated(st, &mut tx, &router_id).await?;
-        }
-        st.db.commit(tx).await?;
-    }
-    Ok(moved)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -625,186 +401,6 @@ pub async fn check_l3_failover(st: &ApiState, now_us: i64) -> ApiResult<usize> {
 /// the L3 agents.
 pub async fn validate_hints(tx: &mut AnyConnection, hints: &Value) -> ApiResult<()> {
     crate::availability_zones::validate_hints(tx, hints, agent_type::L3).await
-}
-
-// ---------------------------------------------------------------------------------------------
-// API: /v2.0/routers/{id}/l3-agents and /v2.0/agents/{id}/l3-routers.
-
-/// Routes of the `l3_agent_scheduler` extension.
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route(
-            "/v2.0/agents/{id}/l3-routers",
-            get(list_routers).post(add_router),
-        )
-        .route(
-            "/v2.0/agents/{id}/l3-routers/{router_id}",
-            delete(remove_router),
-        )
-        .route("/v2.0/routers/{id}/l3-agents", get(list_agents))
-}
-
-fn invalid_l3_agent(id: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "InvalidL3Agent",
-        format!("Agent {id} is not a L3 Agent or has been disabled"),
-    )
-}
-
-async fn list_routers(
-    State(st): State<ApiState>,
-    Extension(ctx): Extension<Context>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
-    common::enforce(&st, &ctx, "get_l3-routers", &Obj::new())?;
-    if agents::get_agent(st.db.reader(), &id).await?.is_none() {
-        return Err(agents::not_found(&id));
-    }
-    let ids = routers_of_agent(st.db.reader(), &id).await?;
-    let mut conn = st.db.reader().acquire().await?;
-    let mut items = Vec::with_capacity(ids.len());
-    for rid in ids {
-        if let Some(r) = db::get(&mut *conn, &routers::KIND, &rid).await? {
-            let zones = zones_of_router(&mut *conn, &rid).await?;
-            items.push(routers::render(&st, &ctx, &r, zones));
-        }
-    }
-    drop(conn);
-    let url = format!("{}/v2.0/agents/{id}/l3-routers", common::base_url(&headers));
-    Ok(axum::Json(query.respond(items, "routers", &url)).into_response())
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddRouter {
-    router_id: Value,
-}
-
-async fn add_router(
-    State(st): State<ApiState>,
-    Extension(ctx): Extension<Context>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    let req: AddRouter = serde_json::from_value(common::parse_json(&body)?)
-        .map_err(|e| ApiError::bad_request(format!("Invalid request body: {e}")))?;
-    let Some(router_id) = req.router_id.as_str().filter(|s| crate::attrs::is_uuid(s)) else {
-        return Err(ApiError::bad_request(format!(
-            "Invalid input for router_id. Reason: '{}' is not a valid UUID.",
-            crate::attrs::display(&req.router_id)
-        )));
-    };
-    common::enforce(&st, &ctx, "create_l3-router", &Obj::new())?;
-    let mut tx = st.db.begin().await?;
-    let Some(router) = db::get_for_update(&mut tx, &st.db, &routers::KIND, router_id).await? else {
-        return Err(routers::not_found(router_id));
-    };
-    let agent = agents::get_agent(&mut *tx, &id)
-        .await?
-        .ok_or_else(|| agents::not_found(&id))?;
-    // Neutron's validate_agent_router_combination.
-    if agent.agent_type != agent_type::L3 {
-        return Err(invalid_l3_agent(&id));
-    }
-    let mode = agent_mode(&agent);
-    if mode == "dvr" || mode == "dvr_no_external" {
-        return Err(ApiError::conflict(
-            "DVRL3CannotAssignToDvrAgent",
-            "Not allowed to manually assign a router to an agent in 'dvr' mode.",
-        ));
-    }
-    if !agent.admin_state_up || !can_host(&agent, &router, true) {
-        return Err(invalid_l3_agent(&id));
-    }
-    // Neutron's check_agent_router_scheduling_needed: already there → nothing to do; on
-    // another agent → conflict, unless HA.
-    let hosting = agents_of_router(&mut tx, router_id).await?;
-    if hosting.iter().any(|a| a.id == agent.id) {
-        st.db.commit(tx).await?;
-        return Ok((StatusCode::CREATED, axum::Json(Value::Null)).into_response());
-    }
-    let ha = router.get("ha") == Some(&Value::Bool(true));
-    if let Some(other) = hosting.first()
-        && !ha
-    {
-        return Err(ApiError::conflict(
-            "RouterHostedByL3Agent",
-            format!(
-                "The router {router_id} has been already hosted by the L3 Agent {}.",
-                other.id
-            ),
-        ));
-    }
-    // Manual scheduling may exceed max_l3_agents_per_router (force_scheduling).
-    let used: Vec<i64> =
-        sqlx::query_scalar("SELECT binding_index FROM router_l3_agents WHERE router_id = $1")
-            .bind(router_id)
-            .fetch_all(&mut *tx)
-            .await?;
-    let index = (1..).find(|i| !used.contains(i)).unwrap_or(1);
-    if !bind(&mut tx, router_id, &agent, index).await? {
-        return Err(ApiError::conflict(
-            "RouterSchedulingFailed",
-            format!("Failed scheduling router {router_id} to the L3 Agent {id}."),
-        ));
-    }
-    bind_router_ports(&st, &mut tx, router_id).await?;
-    st.db.commit(tx).await?;
-    Ok((StatusCode::CREATED, axum::Json(Value::Null)).into_response())
-}
-
-async fn remove_router(
-    State(st): State<ApiState>,
-    Extension(ctx): Extension<Context>,
-    Path((id, router_id)): Path<(String, String)>,
-    body: Bytes,
-) -> ApiResult<Response> {
-    common::reject_body(&body)?;
-    common::enforce(&st, &ctx, "delete_l3-router", &Obj::new())?;
-    let mut tx = st.db.begin().await?;
-    let agent = agents::get_agent(&mut *tx, &id)
-        .await?
-        .ok_or_else(|| agents::not_found(&id))?;
-    let mode = agent_mode(&agent);
-    if mode == "dvr" || mode == "dvr_no_external" {
-        return Err(ApiError::conflict(
-            "DVRL3CannotRemoveFromDvrAgent",
-            "Not allowed to manually remove a router from an agent in 'dvr' mode.",
-        ));
-    }
-    // Neutron removes the binding if there is one, then fails only if the router is gone.
-    unbind(&st, &mut tx, &router_id, &agent).await?;
-    if db::get(&mut *tx, &routers::KIND, &router_id)
-        .await?
-        .is_none()
-    {
-        return Err(routers::not_found(&router_id));
-    }
-    st.db.commit(tx).await?;
-    Ok(common::no_content())
-}
-
-async fn list_agents(
-    State(st): State<ApiState>,
-    Extension(ctx): Extension<Context>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
-    common::enforce(&st, &ctx, "get_l3-agents", &Obj::new())?;
-    let mut conn = st.db.reader().acquire().await?;
-    if db::get(&mut *conn, &routers::KIND, &id).await?.is_none() {
-        return Err(routers::not_found(&id));
-    }
-    let hosting = agents_of_router(&mut conn, &id).await?;
-    drop(conn);
-    let url = format!("{}/v2.0/routers/{id}/l3-agents", common::base_url(&headers));
-    Ok(agents::respond_list(&st, &ctx, &hosting, &query, &url))
 }
 
 #[cfg(test)]
@@ -865,33 +461,13 @@ mod tests {
     }
 
     #[test]
-    fn least_routers_first() {
-        let a = agent("a", "h1", json!({}), 0);
-        let b = agent("b", "h2", json!({}), 0);
-        let load: HashMap<String, i64> = [("a".to_string(), 3), ("b".to_string(), 1)].into();
-        let got = least_loaded(&[&a, &b], &load, 1);
-        assert_eq!(got[0].id, "b");
-        assert_eq!(least_loaded(&[&a, &b], &load, 5).len(), 2);
-    }
-
-    #[test]
-    fn failover_needs_a_live_agent() {
-        let cfg = AgentConfig {
-            agent_down_time: 10,
-            ..Default::default()
-        };
-        let now = 1_000_000_000;
-        let dead = agent("dead", "h1", json!({}), now - 21_000_000);
-        let live = agent("live", "h2", json!({}), now);
-        let b = vec![
-            ("r1".to_string(), "dead".to_string()),
-            ("r2".to_string(), "live".to_string()),
-        ];
-        assert_eq!(
-            failover_plan(&[dead.clone(), live], &b, now, &cfg),
-            vec![("r1".to_string(), "dead".to_string())]
-        );
-        assert!(failover_plan(&[dead], &b, now, &cfg).is_empty());
+    fn legacy_routers_want_one_agent_ha_routers_several() {
+        let legacy = obj(json!({"id": "r1"}));
+        let ha = obj(json!({"id": "r1", "ha": true}));
+        assert_eq!(wanted(&legacy, 3), 1);
+        assert_eq!(wanted(&ha, 3), 3);
+        // max_l3_agents_per_router = 0: every candidate.
+        assert_eq!(wanted(&ha, 0), usize::MAX);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod metadata;
 pub mod metadata_service;
 pub mod ml2;
 pub mod networks;
+pub mod periodic;
 pub mod policy;
 pub mod port_forwardings;
 pub mod ports;
@@ -48,6 +49,8 @@ pub mod quotas;
 pub mod rbac;
 pub mod routers;
 pub mod scheduler;
+pub mod scheduling;
+pub mod scheduling_api;
 pub mod security_group_rules;
 pub mod security_groups;
 pub mod segments;
@@ -151,12 +154,11 @@ pub fn router(state: ApiState) -> Router {
         .merge(address_scopes::routes())
         .merge(address_groups::routes())
         .merge(agents::routes())
-        .merge(scheduler::routes())
+        .merge(scheduling_api::routes())
         .merge(availability_zones::routes())
         .merge(routers::routes())
         .merge(floatingips::routes())
         .merge(port_forwardings::routes())
-        .merge(l3_scheduler::routes())
         .merge(metadata::routes())
         // The agent sync protocol shares the port and the authentication.
         .merge(agent_api::routes())

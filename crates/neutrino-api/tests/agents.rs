@@ -574,7 +574,8 @@ async fn failover(srv: &TestServer, ini_text: &str) {
     let now = neutrino_api::agents::now_us();
     // Nobody is dead yet.
     assert_eq!(
-        neutrino_api::scheduler::check_dhcp_failover(&st, now)
+        neutrino_api::scheduler::DHCP
+            .check_failover(&st, now)
             .await
             .unwrap(),
         0
@@ -587,7 +588,8 @@ async fn failover(srv: &TestServer, ini_text: &str) {
         .await
         .unwrap();
     assert_eq!(
-        neutrino_api::scheduler::check_dhcp_failover(&st, now)
+        neutrino_api::scheduler::DHCP
+            .check_failover(&st, now)
             .await
             .unwrap(),
         1
@@ -603,7 +605,8 @@ async fn failover(srv: &TestServer, ini_text: &str) {
     assert_eq!(after[0]["binding:vif_type"], json!("bridge"));
     // Nothing more to do.
     assert_eq!(
-        neutrino_api::scheduler::check_dhcp_failover(&st, now)
+        neutrino_api::scheduler::DHCP
+            .check_failover(&st, now)
             .await
             .unwrap(),
         0

@@ -308,7 +308,7 @@ async fn start(
     let port = cfg.bind_port;
     let state = ApiState::try_new(db, cfg, policy, auth_hook(validator))?;
     // DHCP failover and change-log retention; ends with the process.
-    tokio::spawn(neutrino_api::scheduler::run_background(state.clone()));
+    tokio::spawn(neutrino_api::periodic::run(state.clone()));
     // On SIGTERM/SIGINT, agents' open long-polls answer at once so the graceful shutdown
     // does not wait for them.
     let stopping = state.clone();

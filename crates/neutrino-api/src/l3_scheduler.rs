@@ -407,18 +407,18 @@ pub async fn validate_hints(tx: &mut AnyConnection, hints: &Value) -> ApiResult<
 mod tests {
     use super::*;
 
-    fn agent(id: &str, host: &str, conf: Value, heartbeat_at: i64) -> Agent {
+    fn agent(conf: Value) -> Agent {
         let mut body = Obj::new();
         body.insert("configurations".into(), conf);
         Agent {
-            id: id.into(),
+            id: "a".into(),
             agent_type: agent_type::L3.into(),
-            host: host.into(),
+            host: "h".into(),
             availability_zone: Some("nova".into()),
             admin_state_up: true,
             created_at: 0,
             started_at: 0,
-            heartbeat_at,
+            heartbeat_at: 0,
             revision_number: 1,
             body,
         }
@@ -431,30 +431,22 @@ mod tests {
     #[test]
     fn candidates_follow_agent_configuration() {
         let r = obj(json!({"id": "r1", "external_gateway_info": null}));
-        assert!(can_host(&agent("a", "h", json!({}), 0), &r, false));
-        assert!(!can_host(
-            &agent("a", "h", json!({"agent_mode": "dvr"}), 0),
-            &r,
-            false
-        ));
-        assert!(can_host(
-            &agent("a", "h", json!({"agent_mode": "dvr_snat"}), 0),
-            &r,
-            false
-        ));
-        assert!(!can_host(
-            &agent("a", "h", json!({"router_id": "other"}), 0),
-            &r,
-            false
-        ));
-        // Internal-only routers only where handled.
-        let picky = agent("a", "h", json!({"handle_internal_only_routers": false}), 0);
-        assert!(!can_host(&picky, &r, false));
         let gw = obj(json!({"id": "r1", "external_gateway_info": {"network_id": "n"}}));
-        assert!(can_host(&picky, &gw, false));
         let dist = obj(json!({"id": "r1", "distributed": true}));
-        assert!(!can_host(&agent("a", "h", json!({}), 0), &dist, false));
-        let mut down = agent("a", "h", json!({}), 0);
+        let picky = json!({"handle_internal_only_routers": false});
+        for (conf, router, ok) in [
+            (json!({}), &r, true),
+            (json!({"agent_mode": "dvr"}), &r, false),
+            (json!({"agent_mode": "dvr_snat"}), &r, true),
+            (json!({"router_id": "other"}), &r, false),
+            // Internal-only routers only where handled.
+            (picky.clone(), &r, false),
+            (picky, &gw, true),
+            (json!({}), &dist, false),
+        ] {
+            assert_eq!(can_host(&agent(conf.clone()), router, false), ok, "{conf}");
+        }
+        let mut down = agent(json!({}));
         down.admin_state_up = false;
         assert!(!can_host(&down, &r, false));
         assert!(can_host(&down, &r, true));

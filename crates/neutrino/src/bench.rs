@@ -25,9 +25,20 @@ pub(crate) struct BenchArgs {
     /// Ports to create.
     #[arg(long, default_value_t = 10_000)]
     ports: usize,
-    /// Concurrent clients creating ports.
+    /// Concurrent clients creating ports (and, in `lists` mode, listing them).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// `create`: port-create throughput, a full listing and a single GET. `lists`: the
+    /// filtered and paged lookups Nova and the CLI make (`ports?network_id=N&limit=50`,
+    /// `ports?fixed_ips=ip_address=X`) at each collection size of `--sizes`.
+    #[arg(long, default_value = "create")]
+    mode: String,
+    /// `lists` mode: collection sizes (ports on one network) at which to measure, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "100,10000")]
+    sizes: Vec<usize>,
+    /// `lists` mode: requests per query kind and size, spread over `--concurrency` clients.
+    #[arg(long, default_value_t = 4000)]
+    requests: usize,
 }
 
 struct Scratch {
@@ -174,15 +185,46 @@ async fn bench(url: &str, args: &BenchArgs) -> Result<()> {
         bail!("subnet create failed: {}", r.text().await?);
     }
 
-    println_figure(&format!(
-        "store: {}   ports: {}   concurrency: {}",
-        if url.starts_with("sqlite") {
+    let env = Env {
+        client,
+        token,
+        api,
+        net_id,
+        store: if url.starts_with("sqlite") {
             "sqlite"
         } else {
             "postgresql"
         },
-        args.ports,
-        args.concurrency
+    };
+    let res = match args.mode.as_str() {
+        "create" => create_mode(&env, args).await,
+        "lists" => lists_mode(&env, args).await,
+        m => Err(anyhow::anyhow!("unknown --mode {m:?}: use create or lists")),
+    };
+    db.close().await;
+    res
+}
+
+/// A running server with an admin token and one network with a /16 subnet.
+struct Env {
+    client: reqwest::Client,
+    token: String,
+    api: String,
+    net_id: String,
+    store: &'static str,
+}
+
+async fn create_mode(env: &Env, args: &BenchArgs) -> Result<()> {
+    let Env {
+        client,
+        token,
+        api,
+        net_id,
+        store,
+    } = env;
+    println_figure(&format!(
+        "store: {}   ports: {}   concurrency: {}",
+        store, args.ports, args.concurrency
     ));
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let window = (args.ports / 5).max(1);
@@ -247,7 +289,12 @@ async fn bench(url: &str, args: &BenchArgs) -> Result<()> {
         prev = (n, at);
     }
 
-    let get = |path: String| client.get(path).header("x-auth-token", &token).send();
+    let get = |path: String| {
+        client
+            .get(path)
+            .header("x-auth-token", token.as_str())
+            .send()
+    };
     let mut list_lat = Vec::new();
     let mut count = 0;
     for _ in 0..5 {
@@ -280,8 +327,163 @@ async fn bench(url: &str, args: &BenchArgs) -> Result<()> {
         pct(&get_lat, 0.5).as_secs_f64() * 1e3,
         pct(&get_lat, 0.99).as_secs_f64() * 1e3
     ));
-    db.close().await;
     Ok(())
+}
+
+/// Creates ports `from..to` on the bench network with `concurrency` clients; returns their
+/// first fixed IPs.
+async fn create_ports(
+    env: &Env,
+    from: usize,
+    to: usize,
+    concurrency: usize,
+) -> Result<Vec<String>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(from));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, token, api, net_id, next) = (
+            env.client.clone(),
+            env.token.clone(),
+            env.api.clone(),
+            env.net_id.clone(),
+            next.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut ips = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= to {
+                    break;
+                }
+                let r = client
+                    .post(format!("{api}/ports"))
+                    .header("x-auth-token", &token)
+                    .json(&json!({"port": {"network_id": net_id, "name": format!("p{i}")}}))
+                    .send()
+                    .await?;
+                if r.status() != 201 {
+                    bail!("port create failed: {} {}", r.status(), r.text().await?);
+                }
+                let v: Value = r.json().await?;
+                if let Some(ip) = v["port"]["fixed_ips"][0]["ip_address"].as_str() {
+                    ips.push(ip.to_string());
+                }
+            }
+            Ok::<_, anyhow::Error>(ips)
+        }));
+    }
+    let mut ips = Vec::new();
+    for t in tasks {
+        ips.extend(t.await??);
+    }
+    Ok(ips)
+}
+
+/// Sends `requests` GETs (paths from `path(i)`) over `concurrency` clients; checks each answer
+/// is 200 with `want` items when given; returns the sorted latencies and the wall time.
+async fn hammer(
+    env: &Env,
+    requests: usize,
+    concurrency: usize,
+    path: Arc<dyn Fn(usize) -> String + Send + Sync>,
+    want: Option<usize>,
+) -> Result<(Vec<Duration>, Duration)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, token, api, next, path) = (
+            env.client.clone(),
+            env.token.clone(),
+            env.api.clone(),
+            next.clone(),
+            path.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let url = format!("{api}{}", path(i));
+                let t = Instant::now();
+                let r = client
+                    .get(&url)
+                    .header("x-auth-token", &token)
+                    .send()
+                    .await?;
+                let status = r.status();
+                let body = r.bytes().await?;
+                lat.push(t.elapsed());
+                if status != 200 {
+                    bail!("GET {url}: {status}");
+                }
+                if let Some(want) = want {
+                    let v: Value = serde_json::from_slice(&body)?;
+                    let got = v["ports"].as_array().map(Vec::len).unwrap_or(0);
+                    if got != want {
+                        bail!("GET {url}: {got} ports, expected {want}");
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await??);
+    }
+    let wall = start.elapsed();
+    lat.sort();
+    Ok((lat, wall))
+}
+
+/// `--mode lists`: the lookups whose cost must not grow with the collection.
+async fn lists_mode(env: &Env, args: &BenchArgs) -> Result<()> {
+    println_figure(&format!(
+        "store: {}   concurrency: {}   requests per figure: {}",
+        env.store, args.concurrency, args.requests
+    ));
+    let mut ips: Vec<String> = Vec::new();
+    for &size in &args.sizes {
+        if size > ips.len() {
+            let more = create_ports(env, ips.len(), size, args.concurrency).await?;
+            ips.extend(more);
+        }
+        let page = size.min(50);
+        let net = env.net_id.clone();
+        let by_net: Arc<dyn Fn(usize) -> String + Send + Sync> =
+            Arc::new(move |_| format!("/ports?network_id={net}&limit=50"));
+        let (lat, wall) = hammer(env, args.requests, args.concurrency, by_net, Some(page)).await?;
+        report(
+            &format!("{size:>6} ports  network_id=N&limit=50"),
+            &lat,
+            wall,
+        );
+        // Spread lookups over the whole collection, the way Nova looks up any port.
+        let all = Arc::new(ips.clone());
+        let by_ip: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(move |i| {
+            let ip = &all[(i.wrapping_mul(7919)) % all.len()];
+            format!("/ports?fixed_ips=ip_address%3D{ip}")
+        });
+        let (lat, wall) = hammer(env, args.requests, args.concurrency, by_ip, Some(1)).await?;
+        report(
+            &format!("{size:>6} ports  fixed_ips=ip_address=X"),
+            &lat,
+            wall,
+        );
+    }
+    Ok(())
+}
+
+fn report(what: &str, lat: &[Duration], wall: Duration) {
+    println_figure(&format!(
+        "{what}: p50 {:.2} ms, p99 {:.2} ms, {:.0} req/s",
+        pct(lat, 0.5).as_secs_f64() * 1e3,
+        pct(lat, 0.99).as_secs_f64() * 1e3,
+        lat.len() as f64 / wall.as_secs_f64()
+    ));
 }
 
 #[allow(clippy::print_stdout)]

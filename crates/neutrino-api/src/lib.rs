@@ -36,6 +36,7 @@ pub mod floatingips;
 pub mod ip_availability;
 pub mod ipam;
 pub mod l3_scheduler;
+pub mod listing;
 pub mod metadata;
 pub mod metadata_service;
 pub mod ml2;

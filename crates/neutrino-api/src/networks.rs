@@ -21,12 +21,12 @@ use axum::{Extension, Router};
 use serde_json::{Value, json};
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Source, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
 use crate::common::{self, with_tenant};
-use crate::{ApiState, ports, rbac, subnets};
+use crate::{ApiState, listing, ports, rbac, subnets};
 
 /// Storage of networks.
 pub const KIND: Kind = Kind {
@@ -262,38 +262,86 @@ async fn create(
     })
 }
 
+/// neutron-lib's network attribute map (with the provider, external-net, mtu and
+/// port-security extensions), as far as listing goes.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &["id", "name", "admin_state_up", "status", "tenant_id", "mtu"],
+    bools: &[
+        "admin_state_up",
+        "shared",
+        "router:external",
+        "port_security_enabled",
+    ],
+    ints: &["mtu", "provider:segmentation_id"],
+};
+
+/// Network attributes whose rendered value is the stored string: SQL may filter on them.
+const STORED_TEXT: &[&str] = &["id", "project_id", "tenant_id", "name", "description"];
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
-    let nets = db::list(st.db.reader(), &KIND, None).await?;
-    let pairs: Vec<(String, String)> =
-        sqlx::query_as("SELECT network_id, id FROM subnets ORDER BY id")
-            .fetch_all(st.db.reader())
-            .await?;
-    let mut by_net: std::collections::HashMap<String, Vec<Value>> = Default::default();
-    for (n, s) in pairs {
-        by_net.entry(n).or_default().push(Value::String(s));
-    }
-    let scopes = address_scopes(st.db.reader(), None).await?;
-    let zones = crate::availability_zones::by_network(st.db.reader()).await?;
-    let items: Vec<Obj> = nets
-        .iter()
-        .filter(|n| visible(&ctx, n))
-        .map(|n| {
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
+    let reader = st.db.reader();
+    let mut src = Source::new(&st.db, &KIND);
+    listing::rbac_scope(&mut src, &ctx, "network", &[rbac::SHARED, rbac::EXTERNAL]);
+    src.push_filters(
+        &query,
+        &listing::unhidden(&st, &ctx, "network", STORED_TEXT),
+    );
+    src.push_tags(&query);
+    // Rendered per caller (`shared`) or constant (`status`): sorted in memory.
+    src.computed(&["shared", "status"]);
+    let scopes = address_scopes(reader, None).await?;
+    let zones = crate::availability_zones::by_network(reader).await?;
+    let mut pager = query.pager(&st.db, src).await?;
+    while let Some(batch) = pager.next_batch(&st.db).await? {
+        let ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|n| n.get("id").and_then(Value::as_str))
+            .collect();
+        let mut by_net = subnets_of(reader, &ids).await?;
+        for n in &batch {
+            if !visible(&ctx, n) {
+                continue;
+            }
             let id = n.get("id").and_then(Value::as_str).unwrap_or_default();
             let subnets = by_net.remove(id).unwrap_or_default();
             let mut out = render(&st, &ctx, n, subnets, scopes.get(id));
             let z = zones.get(id).cloned().unwrap_or_default();
             out.insert("availability_zones".into(), json!(z));
-            out
-        })
-        .collect();
+            pager.push(out);
+        }
+    }
     let url = format!("{}/v2.0/networks", common::base_url(&headers));
-    Ok(axum::Json(query.respond(items, "networks", &url)).into_response())
+    Ok(axum::Json(pager.finish("networks", &url)).into_response())
+}
+
+/// The subnet ids of networks `ids`, in id order.
+async fn subnets_of(
+    reader: &sqlx::AnyPool,
+    ids: &[&str],
+) -> ApiResult<std::collections::HashMap<String, Vec<Value>>> {
+    let mut by_net: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for chunk in ids.chunks(500) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT network_id, id FROM subnets WHERE network_id IN ({}) ORDER BY id",
+            params.join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for (n, s) in q.fetch_all(reader).await? {
+            by_net.entry(n).or_default().push(Value::String(s));
+        }
+    }
+    Ok(by_net)
 }
 
 async fn show(

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
 use neutrino_core::db::{self, Backend, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Source, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
@@ -210,6 +210,11 @@ impl Hidden {
                 .collect()
         };
         Hidden { rules }
+    }
+
+    /// Whether policy may hide attribute `key` from this caller.
+    fn may_hide(&self, key: &str) -> bool {
+        self.rules.iter().any(|(k, _)| *k == key)
     }
 
     fn strip(&self, st: &ApiState, ctx: &Context, target: &Obj, out: &mut Obj) {
@@ -1410,6 +1415,74 @@ async fn list_stored(st: &ApiState, filter: Option<(&str, &str)>) -> ApiResult<O
     ))
 }
 
+/// neutron-lib's port attribute map, as far as listing goes: the sort keys, and the filters
+/// whose values convert (`admin_state_up=maybe` is a 400).
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[
+        "id",
+        "name",
+        "network_id",
+        "admin_state_up",
+        "mac_address",
+        "device_id",
+        "device_owner",
+        "tenant_id",
+        "status",
+    ],
+    bools: &["admin_state_up", "port_security_enabled"],
+    ints: &[],
+};
+
+/// Port attributes whose rendered value is the stored string (or null): filters on them can
+/// be answered by SQL, when policy does not hide them from the caller.
+const STORED_TEXT: &[&str] = &[
+    "id",
+    "network_id",
+    "device_id",
+    "device_owner",
+    "project_id",
+    "tenant_id",
+    "name",
+    "description",
+    "status",
+    "binding:host_id",
+    "binding:vnic_type",
+];
+
+/// Narrows `src` to the ports matching the fixed-IP filter, through `ip_allocations`
+/// (indexed by address and by subnet). The in-memory check still decides.
+fn push_fixed(src: &mut Source, f: &FixedFilter) {
+    if !f.ips.is_empty() {
+        let ps: Vec<String> = f.ips.iter().map(|v| src.param(v)).collect();
+        src.cond(format!(
+            "t.id IN (SELECT a.port_id FROM ip_allocations a WHERE a.ip_address IN ({}))",
+            ps.join(", ")
+        ));
+    }
+    if !f.subnets.is_empty() {
+        let ps: Vec<String> = f.subnets.iter().map(|v| src.param(v)).collect();
+        src.cond(format!(
+            "t.id IN (SELECT a.port_id FROM ip_allocations a WHERE a.subnet_id IN ({}))",
+            ps.join(", ")
+        ));
+    }
+    if !f.substrs.is_empty() {
+        let func = match src.backend() {
+            Backend::Sqlite => "instr",
+            Backend::Postgres => "strpos",
+        };
+        let ps: Vec<String> = f
+            .substrs
+            .iter()
+            .map(|v| format!("{func}(a.ip_address, {}) > 0", src.param(v)))
+            .collect();
+        src.cond(format!(
+            "EXISTS (SELECT 1 FROM ip_allocations a WHERE a.port_id = t.id AND ({}))",
+            ps.join(" OR ")
+        ));
+    }
+}
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
@@ -1417,6 +1490,7 @@ async fn list(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let fixed = match query.take_filter("fixed_ips") {
         Some(v) => Some(FixedFilter::parse(&v)?),
         None => None,
@@ -1425,9 +1499,8 @@ async fn list(
     let macs: Option<Vec<String>> = query
         .take_filter("mac_address")
         .map(|v| v.iter().map(|m| sanitize_mac_filter(m)).collect());
-    // `security_groups` (match any) and every plain attribute are handled by ListQuery.
+    // `security_groups` (match any) and every other attribute are matched by ListQuery.
 
-    let reader = st.db.reader();
     // Push a single-valued network_id / device_id filter down to the indexed column.
     let single = |key: &str| match query.filter(key) {
         Some([v]) => Some(v.clone()),
@@ -1443,64 +1516,84 @@ async fn list(
             return Ok(resp);
         }
     }
-    let nets: HashMap<String, Obj> = db::list(reader, &networks::KIND, None)
-        .await?
-        .into_iter()
-        .map(|n| (str_of(&n, "id").to_string(), n))
-        .collect();
-    // Non-admins load only what they may see: their ports and those on their networks.
-    let ports = if let Some((col, v)) = &pushed {
-        db::list(reader, &KIND, Some((col, v))).await?
-    } else if ctx.is_admin() {
-        db::list(reader, &KIND, None).await?
-    } else {
-        let mut all = db::list(reader, &KIND, Some(("project_id", ctx.project()))).await?;
-        let mut seen: HashSet<String> = all.iter().map(|p| str_of(p, "id").to_string()).collect();
-        for (id, n) in &nets {
-            if ctx.owns(str_of(n, "project_id")) {
-                for p in db::list(reader, &KIND, Some(("network_id", id))).await? {
-                    if seen.insert(str_of(&p, "id").to_string()) {
-                        all.push(p);
-                    }
-                }
-            }
-        }
-        all.sort_by(|a, b| str_of(a, "id").cmp(str_of(b, "id")));
-        all
-    };
 
     let hidden = Hidden::new(&st, &ctx);
     let admin = ctx.is_admin();
+    let mut src = Source::new(&st.db, &KIND);
+    // Non-admins see their ports and those on their networks (`visible`).
+    if !admin {
+        match ctx.project_id.as_deref() {
+            Some(p) => {
+                let (a, b) = (src.param(p), src.param(p));
+                src.scope(format!(
+                    "(t.project_id = {a} OR t.network_id IN \
+                     (SELECT n.id FROM networks n WHERE n.project_id = {b}))"
+                ));
+            }
+            None => src.scope("1 = 0"),
+        }
+    }
+    let pushable: Vec<&str> = STORED_TEXT
+        .iter()
+        .copied()
+        .filter(|k| !hidden.may_hide(k))
+        .collect();
+    src.push_filters(&query, &pushable);
+    src.push_tags(&query);
+    if let Some(m) = &macs {
+        src.column_in("mac_address", m);
+    }
+    if let Some(f) = &fixed {
+        push_fixed(&mut src, f);
+    }
+
+    let reader = st.db.reader();
+    let mut nets: HashMap<String, Obj> = HashMap::new();
     let empty = Obj::new();
-    let mut items = Vec::with_capacity(ports.len());
-    for p in ports {
-        let net = nets.get(str_of(&p, "network_id"));
-        if !visible(&ctx, &p, net) {
-            continue;
-        }
-        if fixed.as_ref().is_some_and(|f| !f.matches(&p)) {
-            continue;
-        }
-        if let Some(m) = &macs {
-            let have = str_of(&p, "mac_address").to_ascii_lowercase();
-            if !m.contains(&have) {
-                continue;
+    let mut pager = query.pager(&st.db, src).await?;
+    while let Some(batch) = pager.next_batch(&st.db).await? {
+        if !admin {
+            // The networks of this batch, for visibility and the policy target.
+            let missing: HashSet<&str> = batch
+                .iter()
+                .map(|p| str_of(p, "network_id"))
+                .filter(|n| !nets.contains_key(*n))
+                .collect();
+            for id in missing {
+                if let Some(n) = db::get(reader, &networks::KIND, id).await? {
+                    nets.insert(id.to_string(), n);
+                }
             }
         }
-        if admin {
-            items.push(render(p));
-            continue;
+        for p in batch {
+            if fixed.as_ref().is_some_and(|f| !f.matches(&p)) {
+                continue;
+            }
+            if let Some(m) = &macs {
+                let have = str_of(&p, "mac_address").to_ascii_lowercase();
+                if !m.contains(&have) {
+                    continue;
+                }
+            }
+            if admin {
+                pager.push(render(p));
+                continue;
+            }
+            let net = nets.get(str_of(&p, "network_id"));
+            if !visible(&ctx, &p, net) {
+                continue;
+            }
+            let target = networks::network_target(net.unwrap_or(&empty), &p);
+            if !st.policy.check(&ctx, "get_port", &target) {
+                continue;
+            }
+            let mut out = render(p);
+            hidden.strip(&st, &ctx, &target, &mut out);
+            pager.push(out);
         }
-        let target = networks::network_target(net.unwrap_or(&empty), &p);
-        if !st.policy.check(&ctx, "get_port", &target) {
-            continue;
-        }
-        let mut out = render(p);
-        hidden.strip(&st, &ctx, &target, &mut out);
-        items.push(out);
     }
     let url = format!("{}/v2.0/ports", common::base_url(&headers));
-    Ok(axum::Json(query.respond(items, "ports", &url)).into_response())
+    Ok(axum::Json(pager.finish("ports", &url)).into_response())
 }
 
 /// Loads a port and its network if the caller may see both, else 404 `PortNotFound`.

@@ -26,13 +26,13 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use neutrino_core::db::{self, Backend, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Source, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
 use crate::common::{self, with_tenant};
 use crate::ipam::{self, Range};
-use crate::{ApiState, networks, ports, subnetpools};
+use crate::{ApiState, listing, networks, ports, rbac, subnetpools};
 
 /// Storage of subnets.
 pub const KIND: Kind = Kind {
@@ -1184,31 +1184,109 @@ async fn create(
 // ---------------------------------------------------------------------------------------------
 // Read.
 
+/// neutron-lib's subnet attribute map, as far as listing goes.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[
+        "id",
+        "name",
+        "ip_version",
+        "network_id",
+        "subnetpool_id",
+        "cidr",
+        "gateway_ip",
+        "tenant_id",
+        "enable_dhcp",
+        "ipv6_ra_mode",
+        "ipv6_address_mode",
+    ],
+    bools: &["enable_dhcp", "shared"],
+    ints: &["ip_version"],
+};
+
+/// Subnet attributes whose rendered value is the stored string (or null): SQL may filter on
+/// them.
+const STORED_TEXT: &[&str] = &[
+    "id",
+    "network_id",
+    "project_id",
+    "tenant_id",
+    "name",
+    "description",
+    "cidr",
+    "gateway_ip",
+    "subnetpool_id",
+    "ipv6_ra_mode",
+    "ipv6_address_mode",
+];
+
+/// `cidr` filters as Neutron converts them: the network of the given CIDR, so
+/// `10.0.0.7/24` finds `10.0.0.0/24`; not a CIDR is a 400.
+fn canonical_cidr(v: &str) -> ApiResult<String> {
+    let net = v
+        .parse::<IpNet>()
+        .or_else(|_| v.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| ApiError::invalid_input(format!("{v} is not in a CIDR format")))?;
+    Ok(net.trunc().to_string())
+}
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
-    let subnets = match query.filter("network_id") {
-        Some([one]) => db::list(st.db.reader(), &KIND, Some(("network_id", one.as_str()))).await?,
-        _ => db::list(st.db.reader(), &KIND, None).await?,
-    };
-    let nets: HashMap<String, Obj> = db::list(st.db.reader(), &networks::KIND, None)
-        .await?
-        .into_iter()
-        .filter_map(|n| Some((str_of(&n, "id")?.to_string(), n)))
-        .collect();
-    let items: Vec<Obj> = subnets
-        .iter()
-        .filter_map(|s| {
-            let net = nets.get(str_of(s, "network_id")?)?;
-            visible(&st, &ctx, net, s).then(|| render(&st, &ctx, net, s))
-        })
-        .collect();
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
+    for (k, vals) in &mut query.filters {
+        if k == "cidr" {
+            for v in vals.iter_mut() {
+                *v = canonical_cidr(v)?;
+            }
+        } else if k == "gateway_ip" {
+            for v in vals.iter_mut() {
+                if let Ok(ip) = v.parse::<IpAddr>() {
+                    *v = ip.to_string();
+                }
+            }
+        }
+    }
+    // `shared` is not a subnet attribute on the wire (neutron-lib: not visible) but filters
+    // on whether the subnet's network is shared with the caller, as `shared` of the network
+    // says to that caller (Neutron's Subnet object loads it from the network's RBAC entries).
+    let shared: Option<Vec<bool>> = query
+        .take_filter("shared")
+        .map(|v| v.iter().map(|s| s == "true").collect());
+    let reader = st.db.reader();
+    let mut src = Source::new(&st.db, &KIND);
+    listing::on_visible_networks(&mut src, &ctx, &[rbac::SHARED, rbac::EXTERNAL]);
+    src.push_filters(&query, &listing::unhidden(&st, &ctx, "subnet", STORED_TEXT));
+    src.push_tags(&query);
+    let mut nets: HashMap<String, Obj> = HashMap::new();
+    let mut pager = query.pager(&st.db, src).await?;
+    while let Some(batch) = pager.next_batch(&st.db).await? {
+        for s in &batch {
+            let net_id = str_of(s, "network_id").unwrap_or_default();
+            if !nets.contains_key(net_id)
+                && let Some(n) = db::get(reader, &networks::KIND, net_id).await?
+            {
+                nets.insert(net_id.to_string(), n);
+            }
+            let Some(net) = nets.get(net_id) else {
+                continue;
+            };
+            if let Some(want) = &shared {
+                let is = rbac::grants(net, rbac::SHARED, ctx.project());
+                if !want.contains(&is) {
+                    continue;
+                }
+            }
+            if visible(&st, &ctx, net, s) {
+                pager.push(render(&st, &ctx, net, s));
+            }
+        }
+    }
     let url = format!("{}/v2.0/subnets", common::base_url(&headers));
-    Ok(axum::Json(query.respond(items, "subnets", &url)).into_response())
+    Ok(axum::Json(pager.finish("subnets", &url)).into_response())
 }
 
 async fn show(

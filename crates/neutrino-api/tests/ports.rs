@@ -688,7 +688,7 @@ async fn filters() {
         .await;
     let (_, general) = srv
         .get(
-            &format!("/v2.0/ports?network_id={net}&sort_key=id"),
+            &format!("/v2.0/ports?network_id={net}&sort_key=id&sort_dir=asc"),
             "admin",
         )
         .await;

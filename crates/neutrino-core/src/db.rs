@@ -110,12 +110,12 @@ macro_rules! migrations {
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!(
     1 "sqlite" "core", 2 "common" "identity", 3 "common" "ml2", 4 "common" "security_groups",
     5 "common" "rbac", 6 "sqlite" "agents", 7 "common" "l3", 8 "common" "metadata",
-    9 "common" "provisioning",
+    9 "common" "provisioning", 10 "common" "list_indexes",
 );
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!(
     1 "postgres" "core", 2 "common" "identity", 3 "common" "ml2", 4 "common" "security_groups",
     5 "common" "rbac", 6 "postgres" "agents", 7 "common" "l3", 8 "common" "metadata",
-    9 "common" "provisioning",
+    9 "common" "provisioning", 10 "common" "list_indexes",
 );
 
 type BoxFut<'c> =
@@ -592,7 +592,7 @@ pub async fn remove(tx: &mut AnyConnection, kind: &Kind, obj: &Obj) -> ApiResult
     log_change(tx, kind, obj, "delete").await
 }
 
-fn parse_body(raw: &str) -> ApiResult<Obj> {
+pub(crate) fn parse_body(raw: &str) -> ApiResult<Obj> {
     match serde_json::from_str::<Value>(raw)? {
         Value::Object(m) => Ok(m),
         _ => Err(ApiError::internal("stored body is not an object")),

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -289,13 +289,22 @@ async fn create(
     })
 }
 
+/// neutron-lib's attribute map of the address group, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &["id", "name", "description", "project_id"],
+    bools: &[],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let items: Vec<Obj> = db::list(st.db.reader(), &KIND, None)
         .await?
         .iter()

@@ -24,7 +24,7 @@ use sqlx::{AnyConnection, Row};
 
 use neutrino_core::config::{ConfigError, Ini};
 use neutrino_core::db::{self, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 use neutrino_wire::{AgentReport, AgentStatus, agent_type};
 
@@ -650,13 +650,22 @@ pub fn respond_list(
     axum::Json(query.respond(items, "agents", url)).into_response()
 }
 
+/// neutron-lib's attribute map of the agent (no sort keys: any sort_key is a 400, as in Neutron), as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[],
+    bools: &["admin_state_up"],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let agents = list_all(st.db.reader()).await?;
     let url = format!("{}/v2.0/agents", common::base_url(&headers));
     Ok(respond_list(&st, &ctx, &agents, &query, &url))

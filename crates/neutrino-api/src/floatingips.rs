@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -559,13 +559,30 @@ async fn create(
     Ok(common::created("floatingip", Value::Object(out)))
 }
 
+/// neutron-lib's attribute map of l3's floating IP, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[
+        "id",
+        "floating_ip_address",
+        "floating_network_id",
+        "router_id",
+        "fixed_ip_address",
+        "tenant_id",
+        "status",
+    ],
+    bools: &[],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let reader = st.db.reader();
     let all = if ctx.is_admin() {
         db::list(reader, &KIND, None).await?

@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -413,6 +413,14 @@ async fn create(
     ))
 }
 
+/// neutron-lib's attribute map of the port forwarding, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &["id", "external_port", "protocol", "internal_port_id"],
+    bools: &[],
+    ints: &["external_port", "internal_port"],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
@@ -420,7 +428,8 @@ async fn list(
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     if let Some((k, _)) = query
         .filters
         .iter()

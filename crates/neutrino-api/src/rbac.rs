@@ -28,7 +28,7 @@ use axum::{Extension, Router};
 use serde_json::{Value, json};
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -691,13 +691,22 @@ async fn create(
     })
 }
 
+/// neutron-lib's attribute map of the RBAC policy (no sort keys: any sort_key is a 400, as in Neutron), as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[],
+    bools: &[],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let rows = if ctx.is_admin() {
         db::list(st.db.reader(), &KIND, None).await?
     } else {

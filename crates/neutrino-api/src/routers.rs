@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
@@ -1167,13 +1167,22 @@ async fn create(
     })
 }
 
+/// neutron-lib's attribute map of l3's router, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &["id", "name", "admin_state_up", "status", "tenant_id"],
+    bools: &["admin_state_up"],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let all = if ctx.is_admin() {
         db::list(st.db.reader(), &KIND, None).await?
     } else {

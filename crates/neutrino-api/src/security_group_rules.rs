@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use neutrino_core::db::{self, Backend, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -799,13 +799,33 @@ async fn create(
     })
 }
 
+/// neutron-lib's attribute map of the security group rule, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[
+        "id",
+        "security_group_id",
+        "remote_group_id",
+        "direction",
+        "protocol",
+        "port_range_min",
+        "port_range_max",
+        "ethertype",
+        "remote_ip_prefix",
+        "tenant_id",
+    ],
+    bools: &[],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     groups::ensure_default_for_list(&st, &ctx, &query).await?;
     let mut conn = st.db.reader().acquire().await?;
     let single_group = match query.filter("security_group_id") {

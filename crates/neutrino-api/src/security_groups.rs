@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
@@ -525,13 +525,22 @@ async fn rules_by_group(
     Ok(out)
 }
 
+/// neutron-lib's attribute map of the security group, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &["id", "name", "tenant_id"],
+    bools: &["stateful"],
+    ints: &[],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     ensure_default_for_list(&st, &ctx, &query).await?;
     let mut conn = st.db.reader().acquire().await?;
     let shared = shared_ids(&mut conn, ctx.project()).await?;

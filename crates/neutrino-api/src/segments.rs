@@ -14,7 +14,7 @@ use axum::{Extension, Router};
 use serde_json::Value;
 
 use neutrino_core::db::{self, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -52,13 +52,29 @@ fn text(obj: &Obj, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
+/// neutron-lib's attribute map of the segment, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[
+        "id",
+        "network_id",
+        "physical_network",
+        "network_type",
+        "segmentation_id",
+        "name",
+    ],
+    bools: &[],
+    ints: &["segmentation_id"],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let segs = db::list(st.db.reader(), &KIND, None).await?;
     let items: Vec<Obj> = segs
         .iter()

@@ -24,7 +24,7 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 
 use neutrino_core::db::{self, Backend, Kind, Obj};
-use neutrino_core::list::ListQuery;
+use neutrino_core::list::{ListQuery, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
@@ -462,13 +462,38 @@ async fn create(
     })
 }
 
+/// neutron-lib's attribute map of the subnet pool, as far as listing goes: sort keys and the
+/// filters whose values convert.
+const LIST_SPEC: Spec = Spec {
+    sort_keys: &[
+        "id",
+        "name",
+        "tenant_id",
+        "default_quota",
+        "ip_version",
+        "default_prefixlen",
+        "min_prefixlen",
+        "max_prefixlen",
+        "is_default",
+        "shared",
+    ],
+    bools: &["is_default", "shared"],
+    ints: &[
+        "default_quota",
+        "default_prefixlen",
+        "min_prefixlen",
+        "max_prefixlen",
+    ],
+};
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    let query = ListQuery::parse(q.as_deref())?;
+    let mut query = ListQuery::parse(q.as_deref())?;
+    query.check(&LIST_SPEC)?;
     let pools = db::list(st.db.reader(), &KIND, None).await?;
     // Filters compare with the rendered form, where prefix lengths are strings and numbers
     // compare by their text anyway.

@@ -58,8 +58,8 @@ pub struct ListQuery {
 /// the `convert_to` of filterable attributes).
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
-    /// Attributes accepted as `sort_key` (`tenant_id` also allows `project_id`, as
-    /// `populate_project_info` does).
+    /// Attributes accepted as `sort_key` (`tenant_id` and `project_id` stand for each
+    /// other, as `populate_project_info` makes them).
     pub sort_keys: &'static [&'static str],
     /// Filters converted with `convert_to_boolean`.
     pub bools: &'static [&'static str],
@@ -180,6 +180,7 @@ impl ListQuery {
         let valid = |k: &str| {
             spec.sort_keys.contains(&k)
                 || (k == "project_id" && spec.sort_keys.contains(&"tenant_id"))
+                || (k == "tenant_id" && spec.sort_keys.contains(&"project_id"))
         };
         let absent: Vec<&str> = self
             .sort

@@ -925,6 +925,88 @@ mod tests {
         assert_eq!(rels, vec![json!("next"), json!("previous")]);
     }
 
+    const SPEC: Spec = Spec {
+        sort_keys: &["id", "name", "tenant_id"],
+        bools: &["admin_state_up"],
+        ints: &["mtu"],
+    };
+
+    fn check(q: &str) -> Result<ListQuery, ApiError> {
+        let mut q = ListQuery::parse(Some(q))?;
+        q.check(&SPEC)?;
+        Ok(q)
+    }
+
+    #[test]
+    fn sort_keys_and_typed_filters_follow_the_attribute_map() {
+        let e = check("sort_key=password&sort_dir=asc").unwrap_err();
+        assert_eq!(e.message, "['password'] is invalid attribute for sort_keys");
+        let e = check("sort_key=name").unwrap_err();
+        assert_eq!(
+            e.message,
+            "The number of sort_keys and sort_dirs must be same"
+        );
+        assert_eq!(
+            check("sort_key=project_id&sort_dir=desc").unwrap().sort,
+            vec![("project_id".to_string(), false)]
+        );
+        // Empty values do not count, as Neutron's list_args drops them.
+        assert!(check("sort_key=&sort_dir=").unwrap().sort.is_empty());
+        let e = check("admin_state_up=maybe").unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        assert_eq!(
+            e.message,
+            "Invalid input for operation: 'maybe' cannot be converted to boolean."
+        );
+        let q = check("admin_state_up=Yes&admin_state_up=off&mtu=+1500").unwrap();
+        assert_eq!(q.filter("admin_state_up").unwrap(), ["true", "false"]);
+        assert_eq!(q.filter("mtu").unwrap(), ["1500"]);
+        assert!(check("mtu=1.5").is_err());
+    }
+
+    #[test]
+    fn neutron_sorts_nulls_first_and_breaks_ties_by_id_ascending() {
+        let docs: Vec<Obj> = vec![
+            obj(json!({"id": "c", "name": "x"})),
+            obj(json!({"id": "a", "name": null})),
+            obj(json!({"id": "b", "name": "x"})),
+            obj(json!({"id": "d"})),
+        ];
+        let q = ListQuery::parse(Some("sort_key=name&sort_dir=desc")).unwrap();
+        let body = q.respond(docs.clone(), "n", "u");
+        let ids: Vec<_> = body["n"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect();
+        assert_eq!(ids, vec![json!("b"), json!("c"), json!("a"), json!("d")]);
+        // A marker without a limit is ignored, as in Neutron.
+        let q = ListQuery::parse(Some("marker=b")).unwrap();
+        assert_eq!(q.respond(docs, "n", "u")["n"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn params_are_numbered_in_order_of_use() {
+        let binds = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let (sql, args) = number_params("x = ?{2} AND y IN (?{0}, ?{2}) AND z = '?{'", &binds);
+        assert_eq!(sql, "x = $1 AND y IN ($2, $3) AND z = '?{'");
+        assert_eq!(args, vec!["c", "a", "c"]);
+    }
+
+    #[test]
+    fn keyset_compares_with_the_marker_row() {
+        let terms = vec![("{a}.id".to_string(), false)];
+        assert_eq!(keyset_sql("ports", &terms, 3), "t.id < ?{3}");
+        let terms = vec![("{a}.name".to_string(), true), ("{a}.id".to_string(), true)];
+        assert_eq!(
+            keyset_sql("ports", &terms, 0),
+            "((t.name > (SELECT m.name FROM ports m WHERE m.id = ?{0})) OR \
+             (t.name = (SELECT m.name FROM ports m WHERE m.id = ?{0}) AND \
+             t.id > (SELECT m.id FROM ports m WHERE m.id = ?{0})))"
+        );
+    }
+
     #[test]
     fn bad_sort_dir_is_400() {
         assert_eq!(

@@ -32,13 +32,13 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, Row};
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::{ListQuery, Spec};
+use neutrino_core::list::{ListQuery, Source, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, Ty, attr};
 use crate::common::{self, with_tenant};
 use crate::routers::{self, FixedReq, PortSpec};
-use crate::{ApiState, l3_scheduler, networks, port_forwardings, ports, subnets};
+use crate::{ApiState, l3_scheduler, listing, networks, port_forwardings, ports, subnets};
 
 /// Storage of floating IPs (`port_id` is Neutron's `fixed_port_id`).
 pub const KIND: Kind = Kind {
@@ -575,6 +575,49 @@ const LIST_SPEC: Spec = Spec {
     ints: &[],
 };
 
+/// Floating IP attributes whose rendered value is the stored string (or null): SQL may
+/// filter on them (the mirrored columns through their indexes).
+const STORED_TEXT: &[&str] = &[
+    "id",
+    "project_id",
+    "tenant_id",
+    "floating_network_id",
+    "port_id",
+    "fixed_ip_address",
+    "router_id",
+    "floating_ip_address",
+    "status",
+    "description",
+];
+
+/// `SELECT body FROM <table> WHERE <column> IN (ids)`, in chunks.
+async fn bodies_where_in(
+    reader: &sqlx::AnyPool,
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> ApiResult<Vec<Obj>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT body FROM {table} WHERE {column} IN ({}) ORDER BY id",
+            params.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        for r in q.fetch_all(reader).await? {
+            if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(&r.try_get::<String, _>(0)?)
+            {
+                out.push(o);
+            }
+        }
+    }
+    Ok(out)
+}
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
@@ -584,40 +627,49 @@ async fn list(
     let mut query = ListQuery::parse(q.as_deref())?;
     query.check(&LIST_SPEC)?;
     let reader = st.db.reader();
-    let all = if ctx.is_admin() {
-        db::list(reader, &KIND, None).await?
-    } else {
-        db::list(reader, &KIND, Some(("project_id", ctx.project()))).await?
-    };
-    let rows = sqlx::query(
-        "SELECT body FROM ports WHERE id IN (SELECT port_id FROM floatingips WHERE port_id IS NOT NULL)",
-    )
-    .fetch_all(reader)
-    .await?;
-    let mut port_by_id: HashMap<String, Obj> = HashMap::new();
-    for r in rows {
-        if let Ok(Value::Object(p)) = serde_json::from_str::<Value>(&r.try_get::<String, _>(0)?) {
-            port_by_id.insert(str_of(&p, "id").to_string(), p);
+    let mut src = Source::new(&st.db, &KIND);
+    if !ctx.is_admin() {
+        match ctx.project_id.as_deref() {
+            Some(p) => {
+                let p = src.param(p);
+                src.scope(format!("t.project_id = {p}"));
+            }
+            None => src.scope("1 = 0"),
         }
     }
-    let mut pfs: HashMap<String, Vec<Obj>> = HashMap::new();
-    for pf in db::list(reader, &port_forwardings::KIND, None).await? {
-        pfs.entry(str_of(&pf, "floatingip_id").to_string())
-            .or_default()
-            .push(pf);
-    }
-    let items: Vec<Obj> = all
-        .iter()
-        .filter(|f| visible(&st, &ctx, f))
-        .map(|f| {
+    src.push_filters(
+        &query,
+        &listing::unhidden(&st, &ctx, "floatingip", STORED_TEXT),
+    );
+    src.push_tags(&query);
+    let mut pager = query.pager(&st.db, src).await?;
+    while let Some(batch) = pager.next_batch(&st.db).await? {
+        // The ports and port forwardings of this batch only.
+        let port_ids: Vec<String> = batch.iter().filter_map(|f| opt_str(f, "port_id")).collect();
+        let port_by_id: HashMap<String, Obj> = bodies_where_in(reader, "ports", "id", &port_ids)
+            .await?
+            .into_iter()
+            .map(|p| (str_of(&p, "id").to_string(), p))
+            .collect();
+        let fip_ids: Vec<String> = batch.iter().map(|f| str_of(f, "id").to_string()).collect();
+        let mut pfs: HashMap<String, Vec<Obj>> = HashMap::new();
+        for pf in bodies_where_in(reader, "port_forwardings", "floatingip_id", &fip_ids).await? {
+            pfs.entry(str_of(&pf, "floatingip_id").to_string())
+                .or_default()
+                .push(pf);
+        }
+        for f in &batch {
+            if !visible(&st, &ctx, f) {
+                continue;
+            }
             let port = opt_str(f, "port_id").and_then(|p| port_by_id.get(&p));
             let empty = Vec::new();
             let list = pfs.get(str_of(f, "id")).unwrap_or(&empty);
-            render(&st, &ctx, f, port, list)
-        })
-        .collect();
+            pager.push(render(&st, &ctx, f, port, list));
+        }
+    }
     let url = format!("{}/v2.0/floatingips", common::base_url(&headers));
-    Ok(axum::Json(query.respond(items, "floatingips", &url)).into_response())
+    Ok(axum::Json(pager.finish("floatingips", &url)).into_response())
 }
 
 async fn show(

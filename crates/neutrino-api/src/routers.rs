@@ -31,12 +31,12 @@ use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
 use neutrino_core::db::{self, Kind, Obj};
-use neutrino_core::list::{ListQuery, Spec};
+use neutrino_core::list::{ListQuery, Source, Spec};
 use neutrino_core::{ApiError, ApiResult, Context};
 
 use crate::attrs::{self, Attr, Default as D, STANDARD, Ty, attr};
 use crate::common::{self, with_tenant};
-use crate::{ApiState, binding, ipam, l3_scheduler, networks, ports, rbac, subnets};
+use crate::{ApiState, binding, ipam, l3_scheduler, listing, networks, ports, rbac, subnets};
 
 /// Storage of routers.
 pub const KIND: Kind = Kind {
@@ -1175,6 +1175,17 @@ const LIST_SPEC: Spec = Spec {
     ints: &[],
 };
 
+/// Router attributes whose rendered value is the stored string (or null, or absent and
+/// filled in): SQL may filter on them.
+const STORED_TEXT: &[&str] = &[
+    "id",
+    "project_id",
+    "tenant_id",
+    "name",
+    "description",
+    "status",
+];
+
 async fn list(
     State(st): State<ApiState>,
     Extension(ctx): Extension<Context>,
@@ -1183,22 +1194,32 @@ async fn list(
 ) -> ApiResult<Response> {
     let mut query = ListQuery::parse(q.as_deref())?;
     query.check(&LIST_SPEC)?;
-    let all = if ctx.is_admin() {
-        db::list(st.db.reader(), &KIND, None).await?
-    } else {
-        db::list(st.db.reader(), &KIND, Some(("project_id", ctx.project()))).await?
-    };
+    let mut src = Source::new(&st.db, &KIND);
+    if !ctx.is_admin() {
+        match ctx.project_id.as_deref() {
+            Some(p) => {
+                let p = src.param(p);
+                src.scope(format!("t.project_id = {p}"));
+            }
+            None => src.scope("1 = 0"),
+        }
+    }
+    src.push_filters(&query, &listing::unhidden(&st, &ctx, "router", STORED_TEXT));
+    src.push_tags(&query);
+    // `status` is filled in when absent: sorted in memory.
+    src.computed(&["status"]);
     let zones = l3_scheduler::zones_by_router(st.db.reader()).await?;
-    let items: Vec<Obj> = all
-        .iter()
-        .filter(|r| visible(&ctx, r) && st.policy.check(&ctx, "get_router", r))
-        .map(|r| {
-            let z = zones.get(str_of(r, "id")).cloned().unwrap_or_default();
-            render(&st, &ctx, r, z)
-        })
-        .collect();
+    let mut pager = query.pager(&st.db, src).await?;
+    while let Some(batch) = pager.next_batch(&st.db).await? {
+        for r in &batch {
+            if visible(&ctx, r) && st.policy.check(&ctx, "get_router", r) {
+                let z = zones.get(str_of(r, "id")).cloned().unwrap_or_default();
+                pager.push(render(&st, &ctx, r, z));
+            }
+        }
+    }
     let url = format!("{}/v2.0/routers", common::base_url(&headers));
-    Ok(axum::Json(query.respond(items, "routers", &url)).into_response())
+    Ok(axum::Json(pager.finish("routers", &url)).into_response())
 }
 
 async fn show(

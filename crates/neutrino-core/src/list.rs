@@ -279,6 +279,15 @@ impl ListQuery {
     /// `{"<collection>": [...], "<collection>_links": [...]}`. `self_url` is the
     /// collection's absolute URL without query.
     pub fn respond(&self, mut items: Vec<Obj>, collection: &str, self_url: &str) -> Value {
+        // The marker is looked up before filtering: as in Neutron (and in [`Pager`]), the page
+        // starts after the marker's place in the order even when the marker itself does not
+        // pass the filters. A marker the caller cannot see is no marker.
+        let marker = self.limit.and(self.marker.as_ref()).and_then(|m| {
+            items
+                .iter()
+                .find(|i| i.get("id").and_then(Value::as_str) == Some(m.as_str()))
+                .cloned()
+        });
         items.retain(|i| self.matches(i));
         let sort = self.effective_sort();
         items.sort_by(|a, b| cmp_docs(&sort, a, b));
@@ -286,17 +295,17 @@ impl ListQuery {
             // Without a limit Neutron ignores `marker` and `page_reverse`.
             return self.body(items, collection, self_url);
         };
-        let pos = self.marker.as_ref().and_then(|m| {
-            items
-                .iter()
-                .position(|i| i.get("id").and_then(Value::as_str) == Some(m.as_str()))
-        });
-        let (start, end) = if self.page_reverse {
-            let end = pos.unwrap_or(items.len());
-            (end.saturating_sub(limit), end)
-        } else {
-            let start = pos.map(|p| p + 1).unwrap_or(0).min(items.len());
-            (start, start.saturating_add(limit).min(items.len()))
+        let (start, end) = match (&marker, self.page_reverse) {
+            (Some(m), true) => {
+                let end = items.partition_point(|i| cmp_docs(&sort, i, m) == Ordering::Less);
+                (end.saturating_sub(limit), end)
+            }
+            (Some(m), false) => {
+                let start = items.partition_point(|i| cmp_docs(&sort, i, m) != Ordering::Greater);
+                (start, start.saturating_add(limit).min(items.len()))
+            }
+            (None, true) => (items.len().saturating_sub(limit), items.len()),
+            (None, false) => (0, limit.min(items.len())),
         };
         let page: Vec<Obj> = items.drain(start..end).collect();
         self.body(page, collection, self_url)
@@ -538,11 +547,12 @@ impl Source {
         })
     }
 
-    fn where_sql(&self, extra: Option<&str>) -> String {
+    fn where_sql(&self, filtered: bool, extra: Option<&str>) -> String {
+        let conds = if filtered { &self.conds[..] } else { &[] };
         let all: Vec<&str> = self
             .scope
             .iter()
-            .chain(&self.conds)
+            .chain(conds)
             .map(String::as_str)
             .chain(extra)
             .collect();
@@ -709,10 +719,13 @@ impl Pager<'_> {
                 (order.join(", "), limit)
             }
         };
+        // Sorting in memory needs every visible row, the marker's too even when it does not
+        // pass the filters ([`ListQuery::respond`] filters).
+        let filtered = self.terms.is_some();
         let mut sql = format!(
             "SELECT t.id, t.body FROM {} t{} ORDER BY {order}",
             self.src.table,
-            self.src.where_sql(keyset.as_deref())
+            self.src.where_sql(filtered, keyset.as_deref())
         );
         if let Some(n) = limit {
             sql.push_str(&format!(" LIMIT {n}"));

@@ -20,3 +20,8 @@ CREATE INDEX networks_project ON networks (project_id, id);
 DROP INDEX subnets_network;
 CREATE INDEX subnets_network ON subnets (network_id, id);
 CREATE INDEX subnets_project ON subnets (project_id, id);
+
+DROP INDEX floatingips_project;
+CREATE INDEX floatingips_project ON floatingips (project_id, id);
+DROP INDEX routers_project;
+CREATE INDEX routers_project ON routers (project_id, id);

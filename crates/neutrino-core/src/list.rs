@@ -313,25 +313,15 @@ impl ListQuery {
 
     /// The response body for a page already cut: links when paging, `fields` applied.
     fn body(&self, page: Vec<Obj>, collection: &str, self_url: &str) -> Value {
-        let mut links = Vec::new();
-        if let Some(limit) = self.limit {
-            // Neutron's rule (api_common.py): "next" unless a short forward page,
-            // "previous" unless a short reversed page.
-            let short = page.len() < limit;
-            let id_of = |o: Option<&Obj>| {
-                o.and_then(|i| i.get("id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-            };
-            if !short || self.page_reverse {
-                let href = self.link(self_url, id_of(page.last()).as_deref(), false);
-                links.push(serde_json::json!({"rel": "next", "href": href}));
-            }
-            if !short || !self.page_reverse {
-                let href = self.link(self_url, id_of(page.first()).as_deref(), true);
-                links.push(serde_json::json!({"rel": "previous", "href": href}));
-            }
+        fn id_of(o: Option<&Obj>) -> Option<&str> {
+            o.and_then(|i| i.get("id")).and_then(Value::as_str)
         }
+        let links = self.links(
+            id_of(page.first()),
+            id_of(page.last()),
+            page.len(),
+            self_url,
+        );
         let items: Vec<Value> = page
             .into_iter()
             .map(|i| Value::Object(self.trim(i)))
@@ -342,6 +332,30 @@ impl ListQuery {
             body.insert(format!("{collection}_links"), Value::Array(links));
         }
         Value::Object(body)
+    }
+
+    /// Neutron's pagination links (api_common.py) for a page of `len` items from `first` to
+    /// `last`: "next" unless a short forward page, "previous" unless a short reversed page.
+    fn links(
+        &self,
+        first: Option<&str>,
+        last: Option<&str>,
+        len: usize,
+        self_url: &str,
+    ) -> Vec<Value> {
+        let mut links = Vec::new();
+        if let Some(limit) = self.limit {
+            let short = len < limit;
+            if !short || self.page_reverse {
+                let href = self.link(self_url, last, false);
+                links.push(serde_json::json!({"rel": "next", "href": href}));
+            }
+            if !short || !self.page_reverse {
+                let href = self.link(self_url, first, true);
+                links.push(serde_json::json!({"rel": "previous", "href": href}));
+            }
+        }
+        links
     }
 
     fn link(&self, self_url: &str, marker: Option<&str>, reverse: bool) -> String {
@@ -595,6 +609,8 @@ pub struct Pager<'q> {
     /// Rows come after this id's row in the SQL order (the marker, then each batch's last).
     after: Option<String>,
     page: Vec<Obj>,
+    /// The page as JSON text (see [`Pager::push_raw`]).
+    raw: Vec<(String, String)>,
     exhausted: bool,
     batches: usize,
 }
@@ -640,6 +656,7 @@ impl ListQuery {
             terms,
             after,
             page: Vec::new(),
+            raw: Vec::new(),
             exhausted: false,
             batches: 0,
         })
@@ -676,12 +693,33 @@ fn number_params(sql: &str, binds: &[String]) -> (String, Vec<String>) {
 
 impl Pager<'_> {
     fn full(&self) -> bool {
-        self.terms.is_some() && self.query.limit.is_some_and(|l| self.page.len() >= l)
+        self.terms.is_some()
+            && self
+                .query
+                .limit
+                .is_some_and(|l| self.page.len() + self.raw.len() >= l)
     }
 
     /// The next stored documents to render, in order; None when the page is full or the
     /// rows are exhausted.
     pub async fn next_batch(&mut self, db: &Db) -> ApiResult<Option<Vec<Obj>>> {
+        let Some(rows) = self.next_raw(db).await? else {
+            return Ok(None);
+        };
+        let docs = rows
+            .iter()
+            .map(|(_, body)| crate::db::parse_body(body))
+            .collect::<ApiResult<Vec<Obj>>>()?;
+        Ok(Some(docs))
+    }
+
+    /// Whether SQL sorts and pages (else every visible row is read and sorted in memory).
+    pub fn in_sql(&self) -> bool {
+        self.terms.is_some()
+    }
+
+    /// Like [`Pager::next_batch`], as stored: `(id, body text)`.
+    pub async fn next_raw(&mut self, db: &Db) -> ApiResult<Option<Vec<(String, String)>>> {
         if self.exhausted || self.full() {
             return Ok(None);
         }
@@ -741,12 +779,46 @@ impl Pager<'_> {
         }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            out.push(crate::db::parse_body(&r.try_get::<String, _>(1)?)?);
+            out.push((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
         }
-        if let Some(r) = rows.last() {
-            self.after = Some(r.try_get::<String, _>(0)?);
+        if let Some((id, _)) = out.last() {
+            self.after = Some(id.clone());
         }
         Ok(Some(out))
+    }
+
+    /// Offers one document as JSON text, sent as it is: for callers whose every filter SQL
+    /// answered exactly, with no `fields`, on a pager [`Pager::in_sql`] (nothing is matched
+    /// or trimmed here). Saves parsing and re-serialising what is stored in wire form.
+    pub fn push_raw(&mut self, id: String, json: String) {
+        if !self.full() {
+            self.raw.push((id, json));
+        }
+    }
+
+    /// The response body as JSON text, for pages filled with [`Pager::push_raw`].
+    pub fn finish_raw(mut self, collection: &str, self_url: &str) -> String {
+        if self.query.limit.is_some() && self.query.page_reverse {
+            self.raw.reverse();
+        }
+        let first = self.raw.first().map(|(id, _)| id.as_str());
+        let last = self.raw.last().map(|(id, _)| id.as_str());
+        let links = self.query.links(first, last, self.raw.len(), self_url);
+        let mut out =
+            String::with_capacity(self.raw.iter().map(|(_, j)| j.len() + 1).sum::<usize>() + 64);
+        out.push_str(&format!("{{\"{collection}\":["));
+        for (i, (_, json)) in self.raw.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(json);
+        }
+        out.push(']');
+        if !links.is_empty() {
+            out.push_str(&format!(",\"{collection}_links\":{}", Value::Array(links)));
+        }
+        out.push('}');
+        out
     }
 
     /// Offers one rendered document the caller may see; kept if it passes the filters and

@@ -1304,8 +1304,16 @@ struct FixedFilter {
 impl FixedFilter {
     fn parse(values: &[String]) -> ApiResult<FixedFilter> {
         let mut f = FixedFilter::default();
+        // neutron-lib's convert_kvp_list_to_dict: a bare `fixed_ips` flag is no filter.
+        if values == ["True"] {
+            return Ok(f);
+        }
         for v in values {
-            let Some((k, val)) = v.split_once('=') else {
+            let Some((k, val)) = v
+                .split_once('=')
+                .map(|(k, val)| (k.trim(), val.trim()))
+                .filter(|(k, _)| !k.is_empty())
+            else {
                 return Err(ApiError::invalid_input(format!(
                     "'{v}' is not of the form <key>=[value]"
                 )));

@@ -619,6 +619,17 @@ async fn refuses_what_the_attribute_map_refuses(srv: &TestServer) {
     bad_request(srv, "/v2.0/subnets?ip_version=four").await;
     bad_request(srv, "/v2.0/subnets?enable_dhcp=sometimes").await;
     bad_request(srv, "/v2.0/ports?fixed_ips=10.0.0.1").await;
+    bad_request(srv, "/v2.0/ports?fixed_ips=%3D10.0.0.1").await;
+    // A bare flag is no filter (convert_kvp_list_to_dict); blanks around keys are stripped.
+    let (s, b) = srv.get("/v2.0/ports?fixed_ips=True", "member:p1").await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = srv
+        .get(
+            "/v2.0/ports?fixed_ips=%20ip_address%20=10.9.9.9",
+            "member:p1",
+        )
+        .await;
+    assert_eq!((s, &b["ports"]), (200, &json!([])), "{b}");
     // What converts is accepted, in Neutron's spellings.
     let n = srv.network("member:p1", json!({"name": "conv"})).await;
     for q in [

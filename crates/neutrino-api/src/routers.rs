@@ -1171,7 +1171,7 @@ async fn create(
 /// filters whose values convert.
 const LIST_SPEC: Spec = Spec {
     sort_keys: &["id", "name", "admin_state_up", "status", "tenant_id"],
-    bools: &["admin_state_up"],
+    bools: &["admin_state_up", "distributed", "ha"],
     ints: &[],
 };
 

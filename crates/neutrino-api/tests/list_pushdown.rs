@@ -610,6 +610,9 @@ async fn refuses_what_the_attribute_map_refuses(srv: &TestServer) {
         "Invalid input for operation: 'maybe' cannot be converted to boolean."
     );
     bad_request(srv, "/v2.0/networks?shared=perhaps").await;
+    // The dvr and l3-ha extensions' router flags convert too.
+    bad_request(srv, "/v2.0/routers?distributed=yess").await;
+    bad_request(srv, "/v2.0/routers?ha=2").await;
     bad_request(srv, "/v2.0/networks?router:external=2").await;
     let e = bad_request(srv, "/v2.0/networks?mtu=big").await;
     assert_eq!(

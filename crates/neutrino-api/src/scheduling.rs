@@ -26,7 +26,7 @@ use serde_json::Value;
 use sqlx::AnyConnection;
 
 use neutrino_core::ApiResult;
-use neutrino_core::db::{Kind, Obj};
+use neutrino_core::db::{Kind, Obj, str_of};
 
 use crate::ApiState;
 use crate::agents::{self, Agent, AgentConfig};
@@ -60,10 +60,6 @@ pub struct Binding {
     pub released: for<'a> fn(&'a ApiState, &'a mut AnyConnection, &'a Agent, &'a str) -> Step<'a>,
     /// Schedules a resource again after failover took an agent from it.
     pub reschedule: for<'a> fn(&'a ApiState, &'a mut AnyConnection, &'a str) -> Step<'a>,
-}
-
-fn str_of<'a>(o: &'a Obj, k: &str) -> &'a str {
-    o.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
 /// A resource's zone hints, else `default_availability_zones` (Neutron's `get_az_hints`).

@@ -19,7 +19,7 @@ use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use sqlx::AnyConnection;
 
-use neutrino_core::db::{self, Obj};
+use neutrino_core::db::{self, Obj, str_of};
 use neutrino_core::list::ListQuery;
 use neutrino_core::{ApiError, ApiResult, Context};
 use neutrino_wire::agent_type;
@@ -106,10 +106,6 @@ fn routes_of(a: &'static Api) -> Router<ApiState> {
             &format!("/v2.0/{}/{{id}}/{}", a.collection, a.hosting),
             get(move |st, ctx, id, headers, q| list_hosting(a, st, ctx, id, headers, q)),
         )
-}
-
-fn str_of<'a>(o: &'a Obj, k: &str) -> &'a str {
-    o.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
 async fn list_hosted(

@@ -32,6 +32,11 @@ use crate::error::{ApiError, ApiResult};
 /// A JSON object: the stored and wire form of a resource.
 pub type Obj = Map<String, Value>;
 
+/// A string attribute of a document, or `""` when it is absent, null or not a string.
+pub fn str_of<'a>(o: &'a Obj, k: &str) -> &'a str {
+    o.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
 /// A write transaction.
 pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
